@@ -20,8 +20,10 @@ class Generator(nn.Module):
         self.image_shape = image_shape
         self.net = nn.Sequential(
             nn.Linear(z_dim, HIDDEN),
+            nn.BatchNorm1d(HIDDEN),
             nn.LeakyReLU(0.2),
             nn.Linear(HIDDEN, HIDDEN),
+            nn.BatchNorm1d(HIDDEN),
             nn.LeakyReLU(0.2),
             nn.Linear(HIDDEN, math.prod(image_shape)),
             nn.Sigmoid(),

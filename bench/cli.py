@@ -1,0 +1,122 @@
+"""The `gan-bench` command."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from bench import BenchError
+
+
+def _one_line(error: ValidationError) -> str:
+    """The first problem of a pydantic error as `field.path: message`."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def _trial_config(args: argparse.Namespace):
+    from bench.trial import TrialConfig
+
+    fields = {name: getattr(args, name) for name in (
+        "dataset", "image_size", "model", "loss", "steps", "batch_size", "z_dim", "z_dist", "lr", "beta1", "beta2",
+        "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k", "r1_gamma", "d_batchnorm", "seed", "device",
+        "amp")}
+    if args.eval_every is not None:
+        if args.eval_every < 1:
+            raise BenchError(f"--eval-every: must be a positive number of steps, got {args.eval_every}")
+        fields["eval_steps"] = sorted(set(range(args.eval_every, args.steps + 1, args.eval_every)) | {args.steps})
+    metrics = {"extractor": args.extractor, "num_samples": args.num_samples, "inception_weights": args.inception_weights}
+    return TrialConfig(**{k: v for k, v in fields.items() if v is not None},
+                       metrics={k: v for k, v in metrics.items() if v is not None})
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from bench.trial import run_trial
+
+    config = _trial_config(args)
+    if args.out is None:
+        digest = hashlib.sha1(json.dumps(config.resolved().model_dump(mode="json"), sort_keys=True).encode())
+        out = Path("results") / "trials" / f"{config.dataset}-{config.loss}-{digest.hexdigest()[:8]}"
+    else:
+        out = Path(args.out)
+    result = run_trial(config, out, progress=not args.no_progress)
+    print(f"\n{config.loss} on {config.dataset}: {result.status} after {result.steps_done} steps "
+          f"({result.steps_per_second:.1f} steps/s); metrics by feature extractor {result.extractor}")
+    if result.rows:
+        print(pd.DataFrame(result.rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"outputs: {out}/ (result.json, config.json, checkpoint.pt, samples.png)")
+    return 0 if result.status == "completed" else 1
+
+
+def cmd_losses(args: argparse.Namespace) -> int:
+    from bench import losses
+
+    for name in losses.names():
+        print(f"{name:10} {losses.get(name).description}")
+    print(f"{'MODULE:FN':10} a custom loss: imports the module and calls FN(real_scores, fake_scores)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gan-bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    trial = sub.add_parser("trial", help="train and score one configuration")
+    trial.add_argument("--dataset", default="digits")
+    trial.add_argument("--loss", default="ns_gan", help="a name from `gan-bench losses`, or package.module:function")
+    trial.add_argument("--steps", type=int, default=500, help="generator steps")
+    trial.add_argument("--model", default="mlp", help="mlp or infogan")
+    trial.add_argument("--image-size", type=int)
+    trial.add_argument("--batch-size", type=int)
+    trial.add_argument("--z-dim", type=int)
+    trial.add_argument("--z-dist", choices=["uniform", "normal"])
+    trial.add_argument("--lr", type=float)
+    trial.add_argument("--beta1", type=float)
+    trial.add_argument("--beta2", type=float)
+    trial.add_argument("--n-disc", type=int, help="discriminator steps per generator step")
+    trial.add_argument("--gp-lambda", type=float, help="WGAN-GP / DRAGAN penalty weight")
+    trial.add_argument("--clip", type=float, help="WGAN weight clipping bound")
+    trial.add_argument("--began-gamma", type=float)
+    trial.add_argument("--began-lambda-k", type=float)
+    trial.add_argument("--r1-gamma", type=float, help="R1 penalty weight (0: off)")
+    trial.add_argument("--d-batchnorm", action=argparse.BooleanOptionalAction, default=None)
+    trial.add_argument("--eval-every", type=int, help="score every N steps (default: at the last step only)")
+    trial.add_argument("--extractor", choices=["domain", "inception"])
+    trial.add_argument("--inception-weights", help="local weights file of torch-fidelity's inception-v3-compat")
+    trial.add_argument("--num-samples", type=int, help="generated samples per evaluation")
+    trial.add_argument("--seed", type=int, default=0)
+    trial.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    trial.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (CUDA only)")
+    trial.add_argument("--out", help="output folder (default: results/trials/DATASET-LOSS-CONFIGHASH)")
+    trial.add_argument("--no-progress", action="store_true")
+    trial.set_defaults(func=cmd_trial)
+
+    listing = sub.add_parser("losses", help="list the registered losses")
+    listing.set_defaults(func=cmd_losses)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    try:
+        return args.func(args)
+    except ValidationError as error:
+        print(f"gan-bench: error: {_one_line(error)}", file=sys.stderr)
+    except BenchError as error:
+        print(f"gan-bench: error: {error}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

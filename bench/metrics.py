@@ -1,0 +1,253 @@
+"""Sample quality metrics (FID, KID, IS, precision/recall), all computed by torch-fidelity.
+
+Two feature extractors:
+- `inception`: torch-fidelity's `inception-v3-compat`, the paper's protocol, from a local weights file
+  (the weights cannot be downloaded at run time on an offline machine);
+- `domain`: a small classifier that gan-bench trains on the dataset's training split, deterministically,
+  and caches on disk with its test accuracy. It is registered with torch-fidelity, so the metric code
+  is the same; only the features differ. FIDs from the two extractors are not comparable, which is why
+  every result carries the extractor's id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from bench import BenchError
+from bench.data import Dataset
+from bench.io import atomic_torch_save, atomic_write_json, cache_dir
+
+DOMAIN_EXTRACTOR = "gan-bench-domain"
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+DOMAIN_FEATURES = 64
+# Bump when DomainClassifier or its training changes, so stale cached extractors are not reused.
+DOMAIN_VERSION = 2
+
+
+class MetricsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    extractor: Literal["domain", "inception"] = "domain"
+    num_samples: int = Field(1000, ge=10, description="generated samples scored at each evaluation")
+    kid: bool = True
+    isc: bool = True
+    prc: bool = False
+    inception_weights: Path | None = Field(None, description="local state_dict of torch-fidelity's inception-v3-compat")
+    latent_seed: int = Field(2020, description="fixed latent seed: every evaluation scores the same z")
+
+
+class DomainClassifier(nn.Module):
+    """A small CNN whose penultimate layer gives the 'domain' features; works at any image size ≥ 4."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(64 * 16, DOMAIN_FEATURES),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(DOMAIN_FEATURES, num_classes)
+
+        # Set after training so that features have unit mean variance per dimension, as KID's polynomial
+        # kernel (gamma = 1/d) assumes and as keeps FIDs of different datasets on one scale.
+        self.register_buffer("feature_scale", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(x)
+        return features * self.feature_scale, self.head(features)
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255.0)
+
+
+def _dataset_fingerprint(dataset: Dataset) -> str:
+    digest = hashlib.sha1()
+    for t in (dataset.train, dataset.train_labels):
+        digest.update(t.contiguous().numpy().tobytes())
+    digest.update(f"v{DOMAIN_VERSION}".encode())
+    return digest.hexdigest()[:10]
+
+
+def train_domain_classifier(dataset: Dataset, steps: int = 800, seed: int = 0) -> tuple[nn.Module, float]:
+    """Trains the domain classifier on the training split; returns it and its test-split accuracy."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = DomainClassifier(dataset.image_shape[0], dataset.num_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    train = _to_float(dataset.train)
+    for _ in range(steps):
+        idx = torch.randint(len(train), (128,), generator=generator)
+        _, logits = model(train[idx])
+        loss = F.cross_entropy(logits, dataset.train_labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        features = torch.cat([model(batch)[0] for batch in train.split(512)])
+        model.feature_scale.fill_(features.var(dim=0).mean().rsqrt())
+        test = _to_float(dataset.test)
+        predictions = torch.cat([model(batch)[1].argmax(1) for batch in test.split(512)])
+    accuracy = (predictions == dataset.test_labels).float().mean().item()
+    return model, accuracy
+
+
+def domain_extractor_path(dataset: Dataset) -> Path:
+    """The cached domain classifier for this dataset, trained on first use. Its test accuracy sits beside it."""
+    c, h, w = dataset.image_shape
+    stem = f"domain-{dataset.name}-{c}x{h}x{w}-{_dataset_fingerprint(dataset)}"
+    path = cache_dir() / "extractors" / f"{stem}.pt"
+    if not path.exists():
+        model, accuracy = train_domain_classifier(dataset)
+        info = {"dataset": dataset.name, "image_shape": [c, h, w], "num_classes": dataset.num_classes,
+                "test_accuracy": accuracy, "id": stem}
+        atomic_torch_save({"state_dict": model.state_dict(), **info}, path)
+        atomic_write_json(path.with_suffix(".json"), info)
+    return path
+
+
+class DomainFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity's view of a DomainClassifier: uint8 B×3×H×W in, (features, logits) out."""
+
+    def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
+                 **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise BenchError("the domain feature extractor needs feature_extractor_weights_path")
+        checkpoint = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
+        self.in_channels, self.height, self.width = checkpoint["image_shape"]
+        self.classifier = DomainClassifier(self.in_channels, checkpoint["num_classes"])
+        self.classifier.load_state_dict(checkpoint["state_dict"])
+
+    @staticmethod
+    def get_provided_features_list() -> tuple[str, ...]:
+        return "features", "logits_unbiased"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric: str) -> str:
+        return "logits_unbiased" if metric == "isc" else "features"
+
+    @staticmethod
+    def can_be_compiled() -> bool:
+        return False
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # Grayscale reaches torch-fidelity repeated to 3 channels; the classifier saw one.
+        x = _to_float(images[:, : self.in_channels])
+        if x.shape[-2:] != (self.height, self.width):
+            x = F.interpolate(x, size=(self.height, self.width), mode="bilinear", antialias=True)
+        features, logits = self.classifier(x)
+        provided = {"features": features, "logits_unbiased": logits}
+        # torch-fidelity builds features_list from a set: answer in its order, not ours.
+        return tuple(provided[name] for name in self.features_list)
+
+
+if DOMAIN_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+    torch_fidelity.register_feature_extractor(DOMAIN_EXTRACTOR, DomainFeatureExtractor)
+
+
+class _Images(torch.utils.data.Dataset):
+    """uint8 N×C×H×W images as torch-fidelity wants them: 3 channels each."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        image = self.images[i]
+        return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float images → uint8, as an 8-bit PNG would store them (without writing one)."""
+    return images.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+class Scorer:
+    """Scores generators against one dataset's test split; the real-data features are cached on disk."""
+
+    def __init__(self, config: MetricsConfig, dataset: Dataset, device: torch.device):
+        self.config = config
+        self.dataset = dataset
+        self.device = device
+        if config.extractor == "domain":
+            self.weights_path = domain_extractor_path(dataset)
+            self.extractor_name = DOMAIN_EXTRACTOR
+            self.extractor_id = self.weights_path.stem
+            self.extractor_accuracy = json.loads(self.weights_path.with_suffix(".json").read_text())["test_accuracy"]
+        else:
+            weights = config.inception_weights
+            if weights is None or not Path(weights).is_file():
+                raise BenchError(
+                    f"metrics.inception_weights: Inception weights file {weights} not found; download "
+                    "torch-fidelity's weights-inception-2015-12-05-6726825d.pth on a machine with internet "
+                    "and point metrics.inception_weights at it, or use metrics.extractor: domain")
+            self.weights_path = Path(weights)
+            self.extractor_name = INCEPTION_EXTRACTOR
+            self.extractor_id = INCEPTION_EXTRACTOR
+            self.extractor_accuracy = None
+        self.real = _Images(dataset.test)
+        c, h, w = dataset.image_shape
+        digest = hashlib.sha1(dataset.test.contiguous().numpy().tobytes()).hexdigest()[:10]
+        self.real_cache_name = f"{dataset.name}-{c}x{h}x{w}-test-{digest}-{self.extractor_id}"
+
+    def sample_images(self, sample: Callable[[int, torch.Generator], torch.Tensor]) -> torch.Tensor:
+        """uint8 images from `sample(n, generator) -> [0, 1] images`, with the fixed latent seed."""
+        generator = torch.Generator(self.device).manual_seed(self.config.latent_seed)
+        batches, remaining = [], self.config.num_samples
+        with torch.no_grad():
+            while remaining > 0:
+                n = min(remaining, 500)
+                batches.append(to_uint8(sample(n, generator)).cpu())
+                remaining -= n
+        return torch.cat(batches)
+
+    def score_images(self, images: torch.Tensor) -> dict[str, float]:
+        """Metrics of uint8 N×C×H×W images against the test split."""
+        n = min(len(images), len(self.real))
+        metrics = torch_fidelity.calculate_metrics(
+            input1=_Images(images),
+            input2=self.real,
+            input2_cache_name=self.real_cache_name,
+            cache_root=str(cache_dir() / "fidelity"),
+            feature_extractor=self.extractor_name,
+            feature_extractor_weights_path=str(self.weights_path),
+            cuda=self.device.type == "cuda",
+            fid=True,
+            kid=self.config.kid,
+            isc=self.config.isc,
+            prc=self.config.prc,
+            kid_subset_size=min(1000, n),
+            batch_size=64,
+            save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
+            verbose=False,
+        )
+        names = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
+                 "kernel_inception_distance_std": "kid_std", "inception_score_mean": "isc",
+                 "inception_score_std": "isc_std", "precision": "precision", "recall": "recall",
+                 "f_score": "f_score"}
+        return {names[k]: float(v) for k, v in metrics.items() if k in names}
+
+    def score(self, sample: Callable[[int, torch.Generator], torch.Tensor]) -> dict[str, float]:
+        return self.score_images(self.sample_images(sample))

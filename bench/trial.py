@@ -1,0 +1,296 @@
+"""One trial: train a generator and a discriminator with one loss for a step budget, score it at the
+evaluation steps, and write everything needed to trust (and resume) the result into one folder.
+
+A trial is a pure function of its resolved config (which includes the seed) on a given device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torchvision
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from tqdm import tqdm
+
+import bench
+from bench import BenchError, data, losses, models, penalties
+from bench.io import atomic_torch_save, atomic_write_json
+from bench.metrics import MetricsConfig, Scorer
+
+# Hyperparameters that a study may search over; None means "the loss's default" (see losses.py).
+HYPERPARAMETERS = ("lr", "beta1", "beta2", "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k",
+                   "r1_gamma", "d_batchnorm")
+FALLBACK_DEFAULTS: dict[str, Any] = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "r1_gamma": 0.0,
+                                     "d_batchnorm": False}
+
+
+class TrialConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = "digits"
+    image_size: int | None = Field(None, ge=8, description="square image side; None: the dataset's default")
+    model: str = "mlp"
+    loss: str = "ns_gan"
+    steps: int = Field(500, ge=1, description="generator steps")
+    eval_steps: list[int] | None = Field(None, description="steps at which to score; None: the last step")
+    batch_size: int = Field(64, ge=2)
+    z_dim: int = Field(64, ge=1)
+    z_dist: Literal["uniform", "normal"] = "uniform"
+    lr: float | None = Field(None, gt=0)
+    beta1: float | None = Field(None, ge=0, lt=1)
+    beta2: float | None = Field(None, ge=0, lt=1)
+    n_disc: int | None = Field(None, ge=1)
+    gp_lambda: float | None = Field(None, ge=0)
+    clip: float | None = Field(None, gt=0)
+    began_gamma: float | None = Field(None, ge=0, le=1)
+    began_lambda_k: float | None = Field(None, ge=0)
+    r1_gamma: float | None = Field(None, ge=0)
+    d_batchnorm: bool | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU, where it is ~15× slower")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        losses.get(name)
+        return name
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in data.names():
+            raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(data.names())}")
+        return name
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in models.names():
+            raise ValueError(f"unknown model {name!r}; valid: {', '.join(models.names())}")
+        return name
+
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, device: str) -> str:
+        if device != "auto":
+            try:
+                torch.device(device)
+            except RuntimeError:
+                raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {device!r}") from None
+        return device
+
+    @model_validator(mode="after")
+    def _eval_steps_in_budget(self) -> TrialConfig:
+        if self.eval_steps is not None and (not self.eval_steps or any(not 1 <= s <= self.steps for s in self.eval_steps)):
+            raise ValueError(f"eval_steps must be a non-empty list of steps in 1..{self.steps}")
+        return self
+
+    def resolved(self) -> TrialConfig:
+        """Every default filled in: the loss's own defaults first, then gan-bench's."""
+        spec = losses.get(self.loss)
+        filled: dict[str, Any] = {
+            "image_size": self.image_size or data.default_size(self.dataset),
+            "eval_steps": sorted(set(self.eval_steps or [self.steps])),
+        }
+        for name in HYPERPARAMETERS:
+            if getattr(self, name) is None:
+                value = spec.defaults.get(name, FALLBACK_DEFAULTS.get(name))
+                if value is not None:
+                    filled[name] = value
+        return self.model_copy(update=filled)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in HYPERPARAMETERS if getattr(self, name) is not None}
+
+
+class TrialResult(BaseModel):
+    status: Literal["completed", "diverged"]
+    extractor: str
+    rows: list[dict[str, Any]]  # one per evaluation: step, fid, kid, ... , d_loss, g_loss, seconds
+    steps_done: int
+    train_seconds: float
+    eval_seconds: float
+
+    @property
+    def best_fid(self) -> float | None:
+        fids = [row["fid"] for row in self.rows]
+        return min(fids) if fids else None
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps_done / self.train_seconds if self.train_seconds else 0.0
+
+
+def resolve_device(requested: str) -> torch.device:
+    """CUDA when asked (or 'auto') and available; otherwise the CPU, with a warning if CUDA was asked for."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(f"device {requested!r} asked for but CUDA is not available: running on the CPU")
+        return torch.device("cpu")
+    return device
+
+
+def sample_latent(n: int, z_dim: int, dist: str, generator: torch.Generator) -> torch.Tensor:
+    """z ~ U[−1, 1]^z_dim (the paper's choice) or N(0, I), on the generator's device."""
+    if dist == "uniform":
+        return torch.rand(n, z_dim, generator=generator, device=generator.device).mul_(2).sub_(1)
+    return torch.randn(n, z_dim, generator=generator, device=generator.device)
+
+
+def versions() -> dict[str, str]:
+    import optuna
+    import torch_fidelity
+
+    return {"gan_bench": bench.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "torch_fidelity": torch_fidelity.__version__, "optuna": optuna.__version__,
+            "python": platform.python_version()}
+
+
+def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> TrialResult:
+    """Trains and scores one configuration; resumes from `out_dir/checkpoint.pt` if the same config left one."""
+    config = config.resolved()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    use_amp = config.amp and device.type == "cuda"
+    if config.amp and not use_amp:
+        warnings.warn("amp is for CUDA only (bfloat16 autocast is ~15× slower on CPU): training in float32")
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    record = {"config": config.model_dump(mode="json"), "device": str(device), "versions": versions()}
+    atomic_write_json(out_dir / "config.json", record)
+
+    dataset = data.load(config.dataset, config.image_size)
+    spec = losses.get(config.loss)
+    penalty = penalties.get(spec.penalty) if spec.penalty else None
+    torch.manual_seed(config.seed)  # model initialisation
+    G, D = models.build(config.model, dataset.image_shape, config.z_dim, spec.autoencoder, config.d_batchnorm)
+    G, D = G.to(device), D.to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    scorer = Scorer(config.metrics, dataset, device)
+    rng = torch.Generator(device).manual_seed(config.seed)  # every batch index, latent and penalty draw
+    real = dataset.train.to(device)
+    k = 0.0  # BEGAN's balance term
+    start, rows, train_seconds, eval_seconds = 0, [], 0.0, 0.0
+
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if state["config"] == record["config"]:
+            G.load_state_dict(state["G"])
+            D.load_state_dict(state["D"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            rng.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
+            k, start, rows = state["k"], state["step"], state["rows"]
+            train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
+
+    def real_batch() -> torch.Tensor:
+        idx = torch.randint(len(real), (config.batch_size,), generator=rng, device=device)
+        return real[idx].float().div_(255.0)
+
+    def sample(n: int, generator: torch.Generator) -> torch.Tensor:
+        return G(sample_latent(n, config.z_dim, config.z_dist, generator))
+
+    status = "completed"
+    d_loss = g_loss = torch.zeros(())
+    eval_steps = [s for s in config.eval_steps if s > start]
+    bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=f"{config.loss} on {config.dataset}",
+               unit="step", dynamic_ncols=True)
+    tick = time.perf_counter()
+    for step in range(start + 1, config.steps + 1):
+        # Discriminator: n_disc steps on fresh real and fake batches.
+        D.requires_grad_(True)
+        for i in range(config.n_disc):
+            x = real_batch()
+            # The last D step's fake batch is kept, with its graph, for the G step (one G forward per batch).
+            with torch.set_grad_enabled(i == config.n_disc - 1), amp():
+                fake = G(sample_latent(config.batch_size, config.z_dim, config.z_dist, rng))
+            with amp():
+                if spec.autoencoder:  # BEGAN: D is an autoencoder, its "score" a reconstruction error
+                    real_error = losses.reconstruction_error(x, D(x))
+                    fake_error = losses.reconstruction_error(fake.detach(), D(fake.detach()))
+                    d_loss, _ = losses.began_losses(real_error, fake_error, k)
+                else:
+                    real_scores = D(x)
+                    d_loss, _ = spec.fn(real_scores, D(fake.detach()))
+                    if penalty is not None:
+                        d_loss = d_loss + config.gp_lambda * penalty(D, x, fake.detach(), rng)
+                    if config.r1_gamma:
+                        d_loss = d_loss + config.r1_gamma / 2 * penalties.r1_penalty(D, x)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            if spec.weight_clip:
+                penalties.clip_weights(D, config.clip)
+
+        # Generator: D is frozen so its parameter gradients are not computed for nothing.
+        D.requires_grad_(False)
+        with amp():
+            if spec.autoencoder:
+                fake_error = losses.reconstruction_error(fake, D(fake))
+                _, g_loss = losses.began_losses(real_error.detach(), fake_error, k)
+            else:
+                # Every built-in g_loss depends on fake scores only; custom losses see the last D step's real scores.
+                _, g_loss = spec.fn(real_scores.detach(), D(fake))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        if spec.autoencoder:
+            k = losses.began_update_k(k, real_error.item(), fake_error.item(), config.began_gamma,
+                                      config.began_lambda_k)
+
+        if not torch.isfinite(d_loss.detach() + g_loss.detach()):
+            status = "diverged"  # no metric is made up for a diverged run: its earlier evaluations stand
+            bar.set_postfix_str(f"diverged at step {step}")
+            break
+        bar.update()
+
+        if eval_steps and step == eval_steps[0]:
+            eval_steps.pop(0)
+            train_seconds += time.perf_counter() - tick
+            tick = time.perf_counter()
+            G.eval()
+            metrics = scorer.score(sample)
+            save_samples(G, config, out_dir / "samples.png")
+            G.train()
+            eval_seconds += time.perf_counter() - tick
+            rows.append({"step": step, **metrics, "d_loss": d_loss.item(), "g_loss": g_loss.item(),
+                         "train_seconds": round(train_seconds, 3)})
+            bar.set_postfix(fid=f"{metrics['fid']:.3g}")
+            atomic_torch_save({"config": record["config"], "G": G.state_dict(), "D": D.state_dict(),
+                               "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
+                               "k": k, "step": step, "rows": rows, "train_seconds": train_seconds,
+                               "eval_seconds": eval_seconds}, checkpoint_path)
+            tick = time.perf_counter()
+    else:
+        step = config.steps
+    train_seconds += time.perf_counter() - tick
+    bar.close()
+
+    result = TrialResult(status=status, extractor=scorer.extractor_id, rows=rows, steps_done=step,
+                         train_seconds=train_seconds, eval_seconds=eval_seconds)
+    atomic_write_json(out_dir / "result.json", {**result.model_dump(mode="json"), **record,
+                                                "extractor_test_accuracy": scorer.extractor_accuracy})
+    return result
+
+
+def save_samples(G: torch.nn.Module, config: TrialConfig, path: Path, n: int = 64) -> None:
+    """An 8×8 grid of samples from a fixed latent, so grids from different steps are comparable."""
+    device = next(G.parameters()).device
+    generator = torch.Generator(device).manual_seed(config.metrics.latent_seed)
+    with torch.no_grad():
+        images = G(sample_latent(n, config.z_dim, config.z_dist, generator)).float().cpu()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    torchvision.utils.save_image(images, tmp, nrow=8, padding=1)
+    tmp.replace(path)
