@@ -88,9 +88,11 @@ class TrialConfig(BaseModel):
         return device
 
     @model_validator(mode="after")
-    def _eval_steps_in_budget(self) -> TrialConfig:
+    def _consistent(self) -> TrialConfig:
         if self.eval_steps is not None and (not self.eval_steps or any(not 1 <= s <= self.steps for s in self.eval_steps)):
             raise ValueError(f"eval_steps must be a non-empty list of steps in 1..{self.steps}")
+        size = self.image_size or data.default_size(self.dataset)
+        models.MODELS[self.model].check_shape((1, size, size))
         return self
 
     def resolved(self) -> TrialConfig:
@@ -159,15 +161,11 @@ def versions() -> dict[str, str]:
 def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> TrialResult:
     """Trains and scores one configuration; resumes from `out_dir/checkpoint.pt` if the same config left one."""
     config = config.resolved()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     use_amp = config.amp and device.type == "cuda"
     if config.amp and not use_amp:
         warnings.warn("amp is for CUDA only (bfloat16 autocast is ~15× slower on CPU): training in float32")
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
-    record = {"config": config.model_dump(mode="json"), "device": str(device), "versions": versions()}
-    atomic_write_json(out_dir / "config.json", record)
 
     dataset = data.load(config.dataset, config.image_size)
     spec = losses.get(config.loss)
@@ -178,6 +176,11 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     scorer = Scorer(config.metrics, dataset, device)
+    # Only now, with everything that can reject the config behind us, does the trial write anything.
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"config": config.model_dump(mode="json"), "device": str(device), "versions": versions()}
+    atomic_write_json(out_dir / "config.json", record)
     rng = torch.Generator(device).manual_seed(config.seed)  # every batch index, latent and penalty draw
     real = dataset.train.to(device)
     k = 0.0  # BEGAN's balance term

@@ -1,0 +1,147 @@
+"""Metrics: torch-fidelity's numbers against independent numpy/scipy computations on the same features."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+from bench import BenchError, data
+from bench.metrics import DOMAIN_EXTRACTOR, DomainFeatureExtractor, MetricsConfig, Scorer, to_uint8
+from bench.trial import TrialConfig, run_trial
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+@pytest.fixture(scope="module")
+def scorer(digits):
+    return Scorer(MetricsConfig(num_samples=360), digits, torch.device("cpu"))
+
+
+def features_of(scorer, images, layer="features"):
+    extractor = DomainFeatureExtractor(DOMAIN_EXTRACTOR, [layer], feature_extractor_weights_path=str(scorer.weights_path))
+    extractor.eval()
+    with torch.no_grad():
+        (features,) = extractor(images.expand(-1, 3, -1, -1))
+    return features.double().numpy()
+
+
+def scipy_fid(a, b):
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(cov_a @ cov_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+
+
+def numpy_kid_full_set(a, b):
+    """Unbiased MMD² with the cubic polynomial kernel on the whole sets (KID when the subset is everything)."""
+    d, m = a.shape[1], len(a)
+    k = lambda x, y: (x @ y.T / d + 1) ** 3
+    kxx, kyy, kxy = k(a, a), k(b, b), k(a, b)
+    return float((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
+
+
+def numpy_inception_score(logits, splits=10, seed=2020):
+    logits = logits[np.random.RandomState(seed).permutation(len(logits))]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    scores = []
+    for chunk in np.array_split(p, splits):
+        q = chunk.mean(0, keepdims=True)
+        scores.append(np.exp((chunk * (np.log(chunk) - np.log(q))).sum(1).mean()))
+    return float(np.mean(scores))
+
+
+def test_domain_extractor_is_accurate_and_recorded(scorer):
+    info = json.loads(scorer.weights_path.with_suffix(".json").read_text())
+    assert info["test_accuracy"] > 0.9
+    assert scorer.extractor_accuracy == info["test_accuracy"]
+    assert scorer.extractor_id.startswith("domain-digits-1x16x16-")
+
+
+def test_fid_kid_is_match_independent_computation(scorer, digits):
+    fake = digits.train[:360]
+    ours = scorer.score_images(fake)
+    a, b = features_of(scorer, fake), features_of(scorer, digits.test)
+    reference = scipy_fid(a, b)
+    assert reference > 0.05  # different images: a non-trivial distance
+    assert abs(ours["fid"] - reference) / reference < 1e-4
+    # 360 vs 360 images: KID's one "subset" size is the whole set, so it equals the full-set MMD².
+    assert ours["kid"] == pytest.approx(numpy_kid_full_set(a, b), rel=1e-4, abs=1e-6)
+    logits = features_of(scorer, fake, "logits_unbiased")
+    assert ours["isc"] == pytest.approx(numpy_inception_score(logits), rel=1e-5)
+
+
+def test_features_follow_requested_order(scorer, digits):
+    images = digits.test[:8].expand(-1, 3, -1, -1)
+    both = DomainFeatureExtractor(DOMAIN_EXTRACTOR, ["logits_unbiased", "features"],
+                                  feature_extractor_weights_path=str(scorer.weights_path)).eval()
+    logits, features = both(images)
+    assert logits.shape == (8, 10) and features.shape == (8, 64)
+
+
+def test_fid_of_a_set_with_itself_is_zero(scorer, digits):
+    assert abs(scorer.score_images(digits.test)["fid"]) < 1e-3
+
+
+def test_real_statistics_are_cached(scorer, digits, bench_cache):
+    scorer.score_images(digits.train[:360])
+    cached = list((bench_cache / "fidelity").glob(f"{scorer.real_cache_name}*"))
+    assert any("stat-fid" in p.name for p in cached)
+
+
+def test_generated_samples_use_a_fixed_latent(scorer):
+    G = nn.Sequential(nn.Linear(64, 256), nn.Sigmoid(), nn.Unflatten(1, (1, 16, 16)))
+    sample = lambda n, g: G(torch.rand(n, 64, generator=g))
+    first, second = scorer.sample_images(sample), scorer.sample_images(sample)
+    assert first.dtype == torch.uint8 and first.shape == (360, 1, 16, 16)
+    assert torch.equal(first, second)
+
+
+def test_to_uint8_rounds_like_an_8bit_png():
+    assert to_uint8(torch.tensor([0.0, 0.5, 1.0, 1.2, -0.1])).tolist() == [0, 128, 255, 255, 0]
+
+
+def test_trained_generator_scores_clearly_better_than_untrained(tmp_path):
+    config = TrialConfig(dataset="digits", loss="ns_gan", steps=600, eval_steps=[1, 600],
+                         lr=1e-3, metrics={"num_samples": 500})
+    result = run_trial(config, tmp_path)
+    untrained, trained = result.rows[0]["fid"], result.rows[1]["fid"]
+    assert trained < 0.5 * untrained, (untrained, trained)
+
+
+def test_inception_needs_a_weights_file(digits, tmp_path):
+    with pytest.raises(BenchError, match="inception_weights.*not found"):
+        Scorer(MetricsConfig(extractor="inception", inception_weights=tmp_path / "missing.pth"), digits,
+               torch.device("cpu"))
+
+
+def test_inception_from_a_local_weights_file(digits, tmp_path, monkeypatch):
+    # A state_dict of torch-fidelity's own architecture with random weights. Kaiming init, because the
+    # default init makes the pool features vanish (FID ≈ 0 whatever the inputs) and proves nothing.
+    with monkeypatch.context() as m:
+        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        m.setattr(torch, "load", lambda *a, **k: {})
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="x")
+    torch.manual_seed(0)
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight)
+    weights = tmp_path / "inception.pth"
+    torch.save(net.state_dict(), weights)
+
+    small = data.Dataset("digits", digits.train[:12], digits.test[:12], digits.train_labels[:12],
+                         digits.test_labels[:12], 10)
+    scorer = Scorer(MetricsConfig(extractor="inception", inception_weights=weights, num_samples=10, kid=False,
+                                  isc=False), small, torch.device("cpu"))
+    assert scorer.extractor_id == "inception-v3-compat"
+    fid_same = scorer.score_images(small.test)["fid"]
+    fid_other = scorer.score_images(small.train)["fid"]
+    assert abs(fid_same) < 1e-2 * fid_other
+    assert fid_other > 0

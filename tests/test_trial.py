@@ -1,0 +1,138 @@
+"""A trial end to end on CPU: determinism, outputs, divergence, resume, every loss and model."""
+
+import json
+import warnings
+
+import pytest
+import torch
+from PIL import Image
+
+from bench import data, losses, metrics
+from bench.trial import TrialConfig, resolve_device, run_trial
+
+SMALL = {"dataset": "digits", "steps": 60, "eval_steps": [30, 60], "metrics": {"num_samples": 200}}
+
+
+def test_same_seed_same_metrics_and_outputs(tmp_path):
+    first = run_trial(TrialConfig(**SMALL, seed=3), tmp_path / "a")
+    second = run_trial(TrialConfig(**SMALL, seed=3), tmp_path / "b")
+    other = run_trial(TrialConfig(**SMALL, seed=4), tmp_path / "c")
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
+    assert strip(first.rows) == strip(second.rows)
+    assert strip(first.rows) != strip(other.rows)
+    assert [row["step"] for row in first.rows] == [30, 60]
+    assert first.status == "completed" and first.steps_done == 60
+
+
+def test_trial_writes_checkpoint_samples_and_a_full_record(tmp_path):
+    result = run_trial(TrialConfig(**SMALL), tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert checkpoint["step"] == 60 and set(checkpoint) >= {"G", "D", "opt_g", "opt_d", "rng"}
+    with Image.open(tmp_path / "samples.png") as grid:
+        assert grid.size == (8 * 17 + 1, 8 * 17 + 1)  # 8×8 samples of 16 px with 1 px padding
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["status"] == "completed"
+    assert record["config"]["seed"] == 0 and record["config"]["lr"] == 2e-4  # resolved, not None
+    assert set(record["versions"]) >= {"torch", "torch_fidelity", "gan_bench"}
+    assert record["extractor"] == result.extractor and record["extractor"].startswith("domain-digits")
+    assert record["rows"][-1]["fid"] == result.rows[-1]["fid"] > 0
+
+
+def test_exploding_learning_rate_is_marked_diverged(tmp_path):
+    config = TrialConfig(dataset="digits", loss="lsgan", lr=1e8, beta1=0.0, steps=200, eval_steps=[200],
+                         metrics={"num_samples": 100})
+    result = run_trial(config, tmp_path)
+    assert result.status == "diverged"
+    assert result.steps_done < 200
+    assert result.rows == []  # no FID is made up for a diverged run
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"
+
+
+def test_interrupted_trial_resumes_to_the_same_metrics(tmp_path, monkeypatch):
+    config = TrialConfig(**SMALL, loss="wgan_gp")
+    reference = run_trial(config, tmp_path / "whole")
+
+    calls = []
+    real_score = metrics.Scorer.score
+
+    def crash_on_second_evaluation(self, sample):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process dies after the step-30 checkpoint
+        return real_score(self, sample)
+
+    monkeypatch.setattr(metrics.Scorer, "score", crash_on_second_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(config, tmp_path / "resumed")
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 30
+    monkeypatch.setattr(metrics.Scorer, "score", real_score)
+    resumed = run_trial(config, tmp_path / "resumed")
+    drop_time = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+    assert drop_time(resumed.rows) == drop_time(reference.rows)
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
+    run_trial(TrialConfig(**SMALL, seed=1), tmp_path)
+    fresh = run_trial(TrialConfig(**SMALL, seed=2), tmp_path / "fresh")
+    reused = run_trial(TrialConfig(**SMALL, seed=2), tmp_path)
+    assert reused.rows[0]["fid"] == fresh.rows[0]["fid"]
+
+
+@pytest.mark.parametrize("loss", losses.names())
+def test_every_loss_trains(tmp_path, loss):
+    config = TrialConfig(dataset="digits", loss=loss, steps=8, eval_steps=[8], metrics={"num_samples": 100})
+    result = run_trial(config, tmp_path)
+    assert result.status == "completed" and result.rows[0]["fid"] > 0
+
+
+def test_wgan_clips_the_discriminator(tmp_path):
+    run_trial(TrialConfig(dataset="digits", loss="wgan", clip=0.02, steps=3, metrics={"num_samples": 100}), tmp_path)
+    D = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["D"]
+    assert all(t.abs().max() <= 0.02 for name, t in D.items() if t.is_floating_point())
+
+
+def test_infogan_model_on_polygons(tmp_path, monkeypatch):
+    small = data.load("polygons", n_train=300, n_test=100)
+    monkeypatch.setattr(data, "load", lambda name, image_size: small)
+    config = TrialConfig(dataset="polygons", model="infogan", loss="wgan_gp", n_disc=1, steps=3,
+                         metrics={"num_samples": 100})
+    result = run_trial(config, tmp_path)
+    assert result.status == "completed" and result.extractor.startswith("domain-polygons-1x28x28")
+
+
+def test_loss_defaults_fill_in_and_explicit_values_win():
+    resolved = TrialConfig(loss="wgan_gp").resolved()
+    assert (resolved.n_disc, resolved.gp_lambda, resolved.lr, resolved.beta2) == (5, 10, 1e-4, 0.9)
+    assert resolved.clip is None and resolved.eval_steps == [500]
+    assert TrialConfig(loss="wgan_gp", n_disc=2, lr=3e-3).resolved().n_disc == 2
+    assert TrialConfig(loss="wgan").resolved().clip == 0.01
+
+
+def test_cuda_falls_back_to_cpu_with_a_warning(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        assert resolve_device("cuda:1") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+
+
+def test_amp_on_cpu_is_ignored_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="amp is for CUDA only"):
+        result = run_trial(TrialConfig(**SMALL, amp=True), tmp_path / "amp")
+    plain = run_trial(TrialConfig(**SMALL), tmp_path / "plain")
+    assert result.rows[-1]["fid"] == plain.rows[-1]["fid"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("loss", "nope", "unknown loss 'nope'"),
+    ("dataset", "nope", "unknown dataset"),
+    ("model", "nope", "unknown model"),
+    ("eval_steps", [0], "eval_steps"),
+    ("lr", -1.0, "greater than 0"),
+    ("device", "tpu", "expected auto, cpu"),
+])
+def test_bad_config_is_rejected(field, value, message):
+    with pytest.raises(Exception, match=message):
+        TrialConfig(**{field: value})
