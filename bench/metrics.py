@@ -32,7 +32,7 @@ DOMAIN_EXTRACTOR = "gan-bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 DOMAIN_FEATURES = 64
 # Bump when DomainClassifier or its training changes, so stale cached extractors are not reused.
-DOMAIN_VERSION = 2
+DOMAIN_VERSION = 3
 
 
 class MetricsConfig(BaseModel):
@@ -53,14 +53,15 @@ class DomainClassifier(nn.Module):
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.Conv2d(in_channels, 16, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1),
+            nn.Conv2d(16, 32, 3, padding=1),
             nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(4),
             nn.Flatten(),
-            nn.Linear(64 * 16, DOMAIN_FEATURES),
+            nn.Linear(32 * 16, DOMAIN_FEATURES),
             nn.ReLU(),
         )
         self.head = nn.Linear(DOMAIN_FEATURES, num_classes)
@@ -86,7 +87,7 @@ def _dataset_fingerprint(dataset: Dataset) -> str:
     return digest.hexdigest()[:10]
 
 
-def train_domain_classifier(dataset: Dataset, steps: int = 800, seed: int = 0) -> tuple[nn.Module, float]:
+def train_domain_classifier(dataset: Dataset, steps: int = 600, seed: int = 0) -> tuple[nn.Module, float]:
     """Trains the domain classifier on the training split; returns it and its test-split accuracy."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import data, losses, metrics
+from bench import losses, metrics
 from bench.trial import TrialConfig, resolve_device, run_trial
 
 SMALL = {"dataset": "digits", "steps": 60, "eval_steps": [30, 60], "metrics": {"num_samples": 200}}
@@ -91,13 +91,11 @@ def test_wgan_clips_the_discriminator(tmp_path):
     assert all(t.abs().max() <= 0.02 for name, t in D.items() if t.is_floating_point())
 
 
-def test_infogan_model_on_polygons(tmp_path, monkeypatch):
-    small = data.load("polygons", n_train=300, n_test=100)
-    monkeypatch.setattr(data, "load", lambda name, image_size: small)
-    config = TrialConfig(dataset="polygons", model="infogan", loss="wgan_gp", n_disc=1, steps=3,
+def test_infogan_model_trains(tmp_path):
+    config = TrialConfig(dataset="digits", model="infogan", loss="wgan_gp", n_disc=1, d_batchnorm=True, steps=3,
                          metrics={"num_samples": 100})
     result = run_trial(config, tmp_path)
-    assert result.status == "completed" and result.extractor.startswith("domain-polygons-1x28x28")
+    assert result.status == "completed" and result.rows[0]["fid"] > 0
 
 
 def test_loss_defaults_fill_in_and_explicit_values_win():
