@@ -67,6 +67,69 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_dir(study, args: argparse.Namespace) -> Path:
+    return Path(args.results) if args.results else Path("results") / study.name
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bench.study import load_study
+
+    study = load_study(Path(args.study))
+    plan = study.plan()
+    print(f"{args.study}: valid study {study.name!r}: {len(plan)} (dataset, loss) pairs, "
+          f"{sum(n for *_, n in plan)} trials of {study.budget.steps} steps, {len(study.seeds)} seed(s) each, "
+          f"sampler {study.sampler.name}, executor {study.executor.name}")
+    for dataset, loss, n in plan:
+        print(f"  {dataset:12} {loss:12} {n} trials")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from bench import executors, report, runner
+    from bench.io import atomic_write_text
+    from bench.study import load_study
+
+    study = load_study(Path(args.study))
+    results_dir = _results_dir(study, args)
+    runner.check_results_dir(study, results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results_dir / "study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    workers = args.workers or study.executor.workers
+    executors.run_local(study, results_dir, workers, progress=not args.no_progress)
+    print(runner.counts(study, runner.open_storage(study, results_dir)).to_string(index=False))
+    paths = report.write_report(results_dir)
+    print(f"results: {results_dir / 'results.csv'}\nreport:  " + "\n         ".join(str(p) for p in paths))
+    return 0
+
+
+def _saved_study(results_dir: Path):
+    from bench.study import load_study
+
+    if not (results_dir / "study.yaml").is_file():
+        raise BenchError(f"{results_dir}: not a results folder (no study.yaml)")
+    return load_study(results_dir / "study.yaml")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench import runner
+
+    results_dir = Path(args.results_dir)
+    study = _saved_study(results_dir)
+    table = runner.counts(study, runner.open_storage(study, results_dir))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench import report
+
+    for path in report.write_report(Path(args.results_dir)):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--out", help="output folder (default: results/trials/DATASET-LOSS-CONFIGHASH)")
     trial.add_argument("--no-progress", action="store_true")
     trial.set_defaults(func=cmd_trial)
+
+    run = sub.add_parser("run", help="run (or continue) a study")
+    run.add_argument("study", help="a study YAML file")
+    run.add_argument("--workers", type=int, help="local worker processes (default: the study's executor.workers)")
+    run.add_argument("--results", help="results folder (default: results/STUDY_NAME)")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a study file and print its plan")
+    validate.add_argument("study")
+    validate.set_defaults(func=cmd_validate)
+
+    status = sub.add_parser("status", help="trials done / running / failed / diverged per (dataset, loss)")
+    status.add_argument("results_dir")
+    status.set_defaults(func=cmd_status)
+
+    reporting = sub.add_parser("report", help="summary tables and the FID-vs-budget plot from results.csv")
+    reporting.add_argument("results_dir")
+    reporting.set_defaults(func=cmd_report)
 
     listing = sub.add_parser("losses", help="list the registered losses")
     listing.set_defaults(func=cmd_losses)

@@ -1,0 +1,244 @@
+"""A study: datasets × losses × a hyperparameter search space × a compute budget, read from YAML.
+
+The file is validated completely before any work starts; every problem is reported as one line
+`FILE: field.path: what is expected`, and the CLI exits with code 2 without writing anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench import BenchError, data, losses, models
+from bench.metrics import MetricsConfig
+from bench.trial import HYPERPARAMETERS, TrialConfig
+
+
+class StudyError(BenchError):
+    """A study file that cannot be run, with a one-line reason naming the file and field."""
+
+
+class Distribution(BaseModel):
+    """A searched hyperparameter: `{dist: loguniform, low: 1e-5, high: 1e-2}`, `{dist: choice, values: [1, 5]}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dist: Literal["loguniform", "uniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Union[bool, int, float, str]] | None = None
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> Distribution:
+        if self.dist == "choice":
+            if not self.values:
+                raise ValueError("choice needs a non-empty list 'values'")
+            if self.low is not None or self.high is not None:
+                raise ValueError("choice takes 'values', not low/high")
+            if len({repr(v) for v in self.values}) != len(self.values):
+                raise ValueError("choice values must be distinct")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.dist} needs 'low' and 'high'")
+        if self.values is not None:
+            raise ValueError(f"{self.dist} takes low/high, not 'values'")
+        if self.dist == "loguniform" and self.low <= 0:
+            raise ValueError("low: must be > 0 for loguniform")
+        if self.dist == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("low and high must be integers for int")
+        if self.high < self.low or (self.high == self.low and self.dist != "int"):
+            raise ValueError(f"empty range: high must be > low (low={self.low:g}, high={self.high:g})")
+        return self
+
+
+Param = Union[Distribution, bool, int, float]
+
+
+class Sampler(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["random", "grid", "tpe"] = "random"
+    seed: int = 0
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    samples: int = Field(ge=1, description="hyperparameter samples per (dataset, loss)")
+    steps: int = Field(ge=1, description="generator steps per trial")
+    eval_every: int | None = Field(None, ge=1, description="score every N steps (and at the last step)")
+
+    def eval_steps(self) -> list[int]:
+        every = self.eval_every or self.steps
+        return sorted(set(range(every, self.steps + 1, every)) | {self.steps})
+
+
+class LocalExecutor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["local"] = "local"
+    workers: int = Field(1, ge=1)
+
+
+class Study(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    datasets: list[str] = Field(min_length=1)
+    losses: list[str] = Field(min_length=1)
+    model: str = "mlp"
+    model_per_dataset: dict[str, str] = Field(default_factory=dict)
+    image_size: int | None = Field(None, ge=8)
+    batch_size: int = Field(64, ge=2)
+    z_dim: int = Field(64, ge=1)
+    z_dist: Literal["uniform", "normal"] = "uniform"
+    search_space: dict[str, Param] = Field(default_factory=dict)
+    loss_search_space: dict[str, dict[str, Param]] = Field(default_factory=dict)
+    sampler: Sampler = Field(default_factory=Sampler)
+    budget: Budget
+    defaults: bool = Field(True, description="enqueue each loss's default configuration as its first sample")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    device: str = "auto"
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    executor: LocalExecutor = Field(default_factory=LocalExecutor)
+    storage: str | None = Field(None, description="an Optuna storage URL; default: a journal file in the results folder")
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, names: list[str]) -> list[str]:
+        for i, name in enumerate(names):
+            if name not in data.names():
+                raise ValueError(f"[{i}] unknown dataset {name!r}; valid: {', '.join(data.names())}")
+        return _distinct(names)
+
+    @field_validator("losses")
+    @classmethod
+    def _known_losses(cls, names: list[str]) -> list[str]:
+        for i, name in enumerate(names):
+            try:
+                losses.get(name)
+            except BenchError as error:
+                raise ValueError(f"[{i}] {error}") from None
+        return _distinct(names)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        return _distinct(seeds)
+
+    @field_validator("search_space")
+    @classmethod
+    def _known_parameters(cls, space: dict[str, Param]) -> dict[str, Param]:
+        _check_parameter_names(space)
+        return space
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Study:
+        for name in [self.model, *self.model_per_dataset.values()]:
+            if name not in models.names():
+                raise ValueError(f"model: unknown model {name!r}; valid: {', '.join(models.names())}")
+        for dataset in self.model_per_dataset:
+            if dataset not in self.datasets:
+                raise ValueError(f"model_per_dataset.{dataset}: not one of the study's datasets")
+        for loss, space in self.loss_search_space.items():
+            if loss not in self.losses:
+                raise ValueError(f"loss_search_space.{loss}: not one of the study's losses")
+            _check_parameter_names(space, prefix=f"loss_search_space.{loss}.")
+        if self.sampler.name == "grid":
+            for loss in self.losses:
+                for name, param in self.space(loss).items():
+                    if isinstance(param, Distribution) and param.dist != "choice":
+                        raise ValueError(f"sampler: grid needs every searched parameter to be a choice; "
+                                         f"{name} is {param.dist}")
+                if self.grid_size(loss) < self.budget.samples - int(self.defaults):
+                    raise ValueError(f"budget.samples: {self.budget.samples} exceeds the grid of loss {loss} "
+                                     f"({self.grid_size(loss)} points{' + the default' if self.defaults else ''})")
+        for dataset in self.datasets:  # each trial config must be valid: catch it now, not in a worker
+            TrialConfig(**self.trial_fields(dataset, self.losses[0]), seed=self.seeds[0])
+        return self
+
+    def space(self, loss: str) -> dict[str, Param]:
+        """The search space of one loss: the shared space, extended and overridden by the loss's own."""
+        return {**self.search_space, **self.loss_search_space.get(loss, {})}
+
+    def grid_size(self, loss: str) -> int:
+        return math.prod(len(p.values) for p in self.space(loss).values() if isinstance(p, Distribution))
+
+    def trial_fields(self, dataset: str, loss: str) -> dict[str, Any]:
+        """Everything of a TrialConfig except the sampled hyperparameters and the seed."""
+        return {
+            "dataset": dataset, "loss": loss, "model": self.model_per_dataset.get(dataset, self.model),
+            "image_size": self.image_size, "batch_size": self.batch_size, "z_dim": self.z_dim,
+            "z_dist": self.z_dist, "steps": self.budget.steps, "eval_steps": self.budget.eval_steps(),
+            "device": self.device, "metrics": self.metrics,
+        }
+
+    def fixed_params(self, loss: str) -> dict[str, Any]:
+        return {k: v for k, v in self.space(loss).items() if not isinstance(v, Distribution)}
+
+    def plan(self) -> list[tuple[str, str, int]]:
+        """(dataset, loss, number of trials) for every Optuna study of this study."""
+        return [(d, l, self.budget.samples) for d, l in itertools.product(self.datasets, self.losses)]
+
+
+def _distinct(values: list) -> list:
+    seen = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"[{i}] {value!r} is listed twice")
+        seen.add(value)
+    return values
+
+
+def _check_parameter_names(space: dict[str, Param], prefix: str = "") -> None:
+    for name in space:
+        if name not in HYPERPARAMETERS:
+            raise ValueError(f"{prefix}{name}: unknown hyperparameter; valid: {', '.join(HYPERPARAMETERS)}")
+
+
+_UNION_TAGS = ("bool", "int", "float", "str")
+
+
+def _where(error: ValidationError) -> str:
+    """The first problem as `field.path: message`."""
+    first = error.errors()[0]
+    # pydantic puts the union member it tried into the path ("Distribution", "function-after[...]", "float").
+    parts = [str(p) for p in first["loc"]
+             if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or p[:1].isupper()))]
+    message = first["msg"].removeprefix("Value error, ")
+    if message.startswith("[") and parts:  # a list element's index, reported by a field validator
+        index, _, message = message.partition("] ")
+        parts.append(index[1:])
+    head, sep, rest = message.partition(": ")
+    if sep and head.isidentifier() and parts:  # "low: must be > 0" names a sub-field
+        parts.append(head)
+        message = rest
+    path = ".".join(parts)
+    return f"{path}: {message}" if path else message
+
+
+def load_study(path: Path) -> Study:
+    """Reads and validates a study file; raises StudyError with one line naming the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: no such study file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise StudyError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: expected a mapping of study fields at the top level")
+    try:
+        return Study(**raw)
+    except ValidationError as error:
+        raise StudyError(f"{path}: {_where(error)}") from None
+    except BenchError as error:
+        raise StudyError(f"{path}: {' '.join(str(error).split())}") from None
