@@ -84,10 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; medians are compared")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-samples", type=int, default=1000, help="generated images scored (part 2)")
-    parser.add_argument("--score-repeats", type=int, default=3, help="timed scorings (after one warm-up)")
+    parser.add_argument("--score-repeats", type=int, default=5, help="timed scorings (after one warm-up)")
     parser.add_argument("--bare-freeze-d", action="store_true",
                         help="freeze D in the bare loop's G step too, as run_trial does")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; None: torch's choice")
     parser.add_argument("--cache", type=Path, default=None,
                         help="gan-bench cache root (sets GAN_BENCH_CACHE; default: the usual cache)")
     args = parser.parse_args(argv)
@@ -245,48 +245,49 @@ def main(argv: list[str] | None = None) -> int:
     scorer = Scorer(metrics_config, dataset, device)
     metrics = scorer.score(sample)  # warm-up: caches the real test split's features if not already cached
 
-    load_before, wall = cpu_seconds(), time.perf_counter()
-    score_times, sample_times, fidelity_times = [], [], []
-    for _ in range(args.score_repeats):
-        t0 = time.perf_counter()
-        scorer.score(sample)
-        score_times.append(time.perf_counter() - t0)
-    for _ in range(args.score_repeats):  # the same call split in its two halves
-        t0 = time.perf_counter()
-        images = scorer.sample_images(sample)
-        t1 = time.perf_counter()
-        scorer.score_images(images)
-        t2 = time.perf_counter()
-        sample_times.append(t1 - t0)
-        fidelity_times.append(t2 - t1)
-    no_kid_times = []
+    # Feature extraction alone: the extractor torch-fidelity builds, fed the same 3-channel uint8 batches.
+    extractor = DomainFeatureExtractor(DOMAIN_EXTRACTOR, ["features", "logits_unbiased"],
+                                       feature_extractor_weights_path=str(scorer.weights_path))
+    extractor.requires_grad_(False).eval().to(device)
+
+    def extract(images: torch.Tensor) -> None:
+        batches = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+        with torch.no_grad():
+            for batch in batches.to(device).split(64):
+                extractor(batch)
+
+    no_kid = None
     if metrics_config.kid:  # how much of torch-fidelity's time is KID
         from torch_fidelity.defaults import DEFAULTS
 
         KID_SUBSETS = DEFAULTS["kid_subsets"]  # gan-bench does not override it
         no_kid = Scorer(metrics_config.model_copy(update={"kid": False}), dataset, device)
+    images = scorer.sample_images(sample)
+    extract(images)  # warm-up
+    if no_kid is not None:
         no_kid.score_images(images)
-        for _ in range(args.score_repeats):
+
+    # Each repeat times every variant once, back to back, so the machine's drift hits them alike.
+    load_before, wall = cpu_seconds(), time.perf_counter()
+    score_times, sample_times, fidelity_times, no_kid_times, extract_times = [], [], [], [], []
+    for _ in range(args.score_repeats):
+        t0 = time.perf_counter()
+        scorer.score(sample)
+        t1 = time.perf_counter()
+        images = scorer.sample_images(sample)  # the same call, split in its two halves
+        t2 = time.perf_counter()
+        scorer.score_images(images)
+        t3 = time.perf_counter()
+        extract(images)
+        t4 = time.perf_counter()
+        score_times.append(t1 - t0)
+        sample_times.append(t2 - t1)
+        fidelity_times.append(t3 - t2)
+        extract_times.append(t4 - t3)
+        if no_kid is not None:
             t0 = time.perf_counter()
             no_kid.score_images(images)
             no_kid_times.append(time.perf_counter() - t0)
-
-    # Feature extraction alone: the extractor torch-fidelity builds, fed the same 3-channel uint8 batches.
-    extractor = DomainFeatureExtractor(DOMAIN_EXTRACTOR, ["features", "logits_unbiased"],
-                                       feature_extractor_weights_path=str(scorer.weights_path))
-    extractor.requires_grad_(False).eval().to(device)
-    batches = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-    batches = batches.to(device).split(64)
-    with torch.no_grad():
-        for batch in batches:  # warm-up
-            extractor(batch)
-    extract_times = []
-    for _ in range(max(args.score_repeats, 5)):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            for batch in batches:
-                extractor(batch)
-        extract_times.append(time.perf_counter() - t0)
 
     score_s, extract_s = statistics.median(score_times), statistics.median(extract_times)
     print(f"scoring {len(images)} samples (extractor {scorer.extractor_id}; kid {metrics_config.kid}, "
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(DomainFeatureExtractor forward, batches of 64, no_grad)")
     print(f"  ratio score / extraction                  {score_s / extract_s:9.1f} x")
     report_other_load(load_before, time.perf_counter() - wall, "the scoring part")
-    print(f"  metrics of the trained generator: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    print("  metrics of the trained generator: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return 0
 
 

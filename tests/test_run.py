@@ -1,0 +1,90 @@
+"""Running studies through the CLI with local workers: results, reports, status, and resume after SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import yaml
+
+STUDY = {
+    "name": "tiny",
+    "datasets": ["digits"],
+    "losses": ["ns_gan", "lsgan"],
+    "search_space": {"lr": {"dist": "loguniform", "low": 2e-4, "high": 2e-3},
+                     "beta1": {"dist": "uniform", "low": 0.0, "high": 0.9}},
+    "budget": {"samples": 2, "steps": 30, "eval_every": 15},
+    "metrics": {"num_samples": 100},
+    "executor": {"name": "local", "workers": 2},
+}
+
+
+def gan_bench(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, **kwargs)
+
+
+def test_tiny_study_end_to_end(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(STUDY))
+    results = tmp_path / "out"
+    run = gan_bench("run", str(tmp_path / "tiny.yaml"), "--results", str(results), "--no-progress", timeout=600)
+    assert run.returncode == 0, run.stderr
+    table = pd.read_csv(results / "results.csv")
+    assert {"dataset", "loss", "trial", "seed", "step", "status", "fid", "kid", "extractor", "wall_seconds",
+            "param_lr", "param_beta1"} <= set(table.columns)
+    assert len(table) == 2 * 2 * 2  # losses × samples × evaluation steps
+    assert sorted(table.groupby("loss")["trial"].nunique()) == [2, 2]
+    assert set(table["step"]) == {15, 30} and (table["status"] == "completed").all()
+    assert table["fid"].notna().all() and table["extractor"].str.startswith("domain-digits").all()
+    # The default configuration is the first sample of each loss.
+    first = table[(table["trial"] == 0)]
+    assert (first["param_lr"] == 2e-4).all() and (first["param_beta1"] == 0.5).all()
+    for name in ("summary.csv", "summary.md", "fid_vs_budget.png", "study.yaml"):
+        assert (results / name).stat().st_size > 0
+    summary = (results / "summary.md").read_text()
+    assert "ns_gan" in summary and "lsgan" in summary
+    assert str(results / "summary.md") in run.stdout
+
+    status = gan_bench("status", str(results), timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "ns_gan" in status.stdout and "to_do" in status.stdout
+
+    again = gan_bench("run", str(tmp_path / "tiny.yaml"), "--results", str(results), "--no-progress", timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert pd.read_csv(results / "results.csv").equals(table)  # nothing re-run, nothing added
+
+    other = dict(STUDY, budget={"samples": 3, "steps": 30})
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    clash = gan_bench("run", str(tmp_path / "other.yaml"), "--results", str(results), timeout=120)
+    assert clash.returncode == 2 and "holds a different study" in clash.stderr
+
+
+def test_resume_after_sigkill_finishes_exactly_the_budget(tmp_path):
+    study = dict(STUDY, budget={"samples": 3, "steps": 300, "eval_every": 100})
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    results = tmp_path / "out"
+    command = [sys.executable, "-m", "bench.cli", "run", str(tmp_path / "study.yaml"), "--results", str(results),
+               "--no-progress"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    # Kill once a trial has left a checkpoint and another is still running: mid-trial, for real.
+    while time.time() < deadline and not list((results / "trials").glob("*/checkpoint.pt")):
+        time.sleep(0.2)
+    assert driver.poll() is None, "the study finished before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    table = pd.read_csv(results / "results.csv")
+    per_trial = table.groupby(["loss", "trial", "seed"])["step"].apply(list)
+    assert len(per_trial) == 2 * 3  # exactly the budget: none lost, none duplicated
+    assert all(steps == [100, 200, 300] for steps in per_trial)
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(results / "optuna.journal")))
+    interrupted = [t for loss in ("ns_gan", "lsgan")
+                   for t in optuna.load_study(study_name=f"tiny/digits/{loss}", storage=storage).get_trials()
+                   if t.user_attrs.get("status") == "interrupted"]
+    assert interrupted, "no trial was running when the driver was killed"
