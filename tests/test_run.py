@@ -88,3 +88,21 @@ def test_resume_after_sigkill_finishes_exactly_the_budget(tmp_path):
                    for t in optuna.load_study(study_name=f"tiny/digits/{loss}", storage=storage).get_trials()
                    if t.user_attrs.get("status") == "interrupted"]
     assert interrupted, "no trial was running when the driver was killed"
+
+
+def test_workers_are_pinned_one_gpu_each(monkeypatch):
+    import torch
+
+    from bench.executors import visible_gpus, worker_environments
+
+    assert worker_environments(3, []) == [{}, {}, {}]
+    assert worker_environments(3, ["0", "1"]) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"},
+                                                  {"CUDA_VISIBLE_DEVICES": "0"}]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert visible_gpus() == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpus() == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert visible_gpus() == ["3", "5"]
