@@ -143,3 +143,19 @@ def test_prepare_enqueues_each_study_once(tmp_path):
         trials = optuna.load_study(study_name=f"tiny/digits/{loss}", storage=storage).get_trials()
         assert [t.user_attrs["sample"] for t in trials] == [0, 1, 2]
         assert all(t.state == optuna.trial.TrialState.WAITING for t in trials)
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_claims_serve_every_sample_once_and_stop_at_the_budget(tmp_path, sampler):
+    from bench.runner import claim
+
+    study = load_study(write(tmp_path, changed(sampler={"name": sampler, "seed": 1})))
+    storage = prepare(study, tmp_path)
+    claimed = []
+    while (next_trial := claim(study, storage, tmp_path)) is not None:
+        _, loss, trial = next_trial
+        claimed.append((loss, trial.user_attrs["sample"]))
+        trial.set_user_attr("status", "completed")
+        trial.study.tell(trial, float(len(claimed)))
+    assert sorted(claimed) == sorted((loss, i) for loss in GOOD["losses"] for i in range(3))
+    assert [c[0] for c in claimed[:2]] == ["ns_gan", "wgan_gp"]  # round-robin over (dataset, loss)
