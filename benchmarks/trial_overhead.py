@@ -18,7 +18,13 @@ before its first step to just after its last.
 
 Part 2 times scoring a trial with the trained generator (gan-bench's `Scorer.score`: sampling N images, then
 FID/KID/IS through torch-fidelity with the real-data features already cached) against feature extraction alone:
-the domain feature extractor's forward over the same N uint8 images, batched 64, under no_grad.
+the domain feature extractor's forward over the same N uint8 images, batched 64, under no_grad. It also times
+the scoring without KID, which shows how much of it KID takes.
+
+Every timed section starts after a short pause (SETTLE_SECONDS): numpy's BLAS threads spin for a while after
+torch-fidelity's metrics and would otherwise slow whatever torch work is timed next. The script reports how much
+CPU other processes used meanwhile; on a shared or virtualised machine, runs of the very same loop can differ by
+tens of per cent (the per-repeat ratios show it), which is more than the 2% margin under test.
 
 By default the bare loop does not freeze D during the G step (tutorial loops do not), while run_trial does
 (`D.requires_grad_(False)`), which skips D's weight gradients in the G step. `--bare-freeze-d` adds that freeze
@@ -39,6 +45,10 @@ from pathlib import Path
 
 TARGET = 0.98
 DEFAULT_STEPS = {"mlp": 2000, "infogan": 150}
+# Pause before every timed section. numpy's OpenBLAS worker threads keep spinning for a while after a BLAS call
+# (torch-fidelity's KID and FID are numpy), and on 2 cores they starve torch's threads: feature extraction
+# measured 91 ms right after KID-sized numpy matmuls against 37-41 ms after a 0.3 s pause.
+SETTLE_SECONDS = 0.3
 BUSY_WARNING = 0.05  # share of the machine's CPU time used by other processes above which timings are suspect
 
 
@@ -84,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; medians are compared")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-samples", type=int, default=1000, help="generated images scored (part 2)")
-    parser.add_argument("--score-repeats", type=int, default=5, help="timed scorings (after one warm-up)")
+    parser.add_argument("--score-repeats", type=int, default=3, help="timed scorings (after one warm-up)")
     parser.add_argument("--bare-freeze-d", action="store_true",
                         help="freeze D in the bare loop's G step too, as run_trial does")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; None: torch's choice")
@@ -201,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeats):
             order = ("gan-bench", "bare") if i % 2 == 0 else ("bare", "gan-bench")  # ABBA: cancels slow drift
             for side in order:
+                time.sleep(SETTLE_SECONDS)  # the previous run_trial ended with scoring (numpy)
                 if side == "gan-bench":
                     rates[side].append(gan_bench_run(tmp, i))
                 else:
@@ -270,24 +281,21 @@ def main(argv: list[str] | None = None) -> int:
     # Each repeat times every variant once, back to back, so the machine's drift hits them alike.
     load_before, wall = cpu_seconds(), time.perf_counter()
     score_times, sample_times, fidelity_times, no_kid_times, extract_times = [], [], [], [], []
-    for _ in range(args.score_repeats):
+    def timed(fn, *fn_args):
+        time.sleep(SETTLE_SECONDS)
         t0 = time.perf_counter()
-        scorer.score(sample)
-        t1 = time.perf_counter()
-        images = scorer.sample_images(sample)  # the same call, split in its two halves
-        t2 = time.perf_counter()
-        scorer.score_images(images)
-        t3 = time.perf_counter()
-        extract(images)
-        t4 = time.perf_counter()
-        score_times.append(t1 - t0)
-        sample_times.append(t2 - t1)
-        fidelity_times.append(t3 - t2)
-        extract_times.append(t4 - t3)
+        out = fn(*fn_args)
+        return out, time.perf_counter() - t0
+
+    for _ in range(args.score_repeats):
+        score_times.append(timed(scorer.score, sample)[1])
+        extract_times.append(timed(extract, images)[1])
+        # The same call as Scorer.score, split in its two halves.
+        images, seconds = timed(scorer.sample_images, sample)
+        sample_times.append(seconds)
+        fidelity_times.append(timed(scorer.score_images, images)[1])
         if no_kid is not None:
-            t0 = time.perf_counter()
-            no_kid.score_images(images)
-            no_kid_times.append(time.perf_counter() - t0)
+            no_kid_times.append(timed(no_kid.score_images, images)[1])
 
     score_s, extract_s = statistics.median(score_times), statistics.median(extract_times)
     print(f"scoring {len(images)} samples (extractor {scorer.extractor_id}; kid {metrics_config.kid}, "
