@@ -75,6 +75,9 @@ def run_local(study: Study, results_dir: Path, workers: int, progress: bool = Tr
             if done != finished:
                 finished = done
                 runner.write_results(study, storage, results_dir)
+                if bar.disable and progress:  # not a terminal (a log file, a batch job): one line per change
+                    print(f"{study.name}: {done}/{total} trials finished (completed {int(table['completed'].sum())}, "
+                          f"diverged {int(table['diverged'].sum())}, failed {int(table['failed'].sum())})", flush=True)
             bar.n = done
             bar.set_postfix(done=int(table["completed"].sum()), running=int(table["running"].sum()),
                             diverged=int(table["diverged"].sum()), failed=int(table["failed"].sum()))

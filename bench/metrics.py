@@ -41,6 +41,7 @@ class MetricsConfig(BaseModel):
     extractor: Literal["domain", "inception"] = "domain"
     num_samples: int = Field(1000, ge=10, description="generated samples scored at each evaluation")
     kid: bool = True
+    kid_subsets: int = Field(100, ge=1, description="KID's random subsets (torch-fidelity's default: 100)")
     isc: bool = True
     prc: bool = False
     inception_weights: Path | None = Field(None, description="local state_dict of torch-fidelity's inception-v3-compat")
@@ -240,6 +241,7 @@ class Scorer:
             isc=self.config.isc,
             prc=self.config.prc,
             kid_subset_size=min(1000, n),
+            kid_subsets=self.config.kid_subsets,
             batch_size=64,
             save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
             verbose=False,

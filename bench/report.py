@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 
@@ -79,6 +80,7 @@ def plot_fid_vs_budget(results: pd.DataFrame, path: Path) -> None:
             k = np.arange(1, n + 1)
             ax.plot(k, mean, marker="o", markersize=3, label=loss)
             ax.fill_between(k, low, high, alpha=0.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(dataset)
         ax.set_xlabel("budget: hyperparameter samples")
         ax.set_ylabel("minimum FID (bootstrap mean, 95 % band)")

@@ -145,3 +145,10 @@ def test_inception_from_a_local_weights_file(digits, tmp_path, monkeypatch):
     fid_other = scorer.score_images(small.train)["fid"]
     assert abs(fid_same) < 1e-2 * fid_other
     assert fid_other > 0
+
+
+def test_kid_subsets_reach_torch_fidelity(digits):
+    fake = digits.train[:400]  # more fakes than reals: each KID subset draws different fakes
+    one = Scorer(MetricsConfig(kid_subsets=1), digits, torch.device("cpu")).score_images(fake)
+    many = Scorer(MetricsConfig(kid_subsets=20), digits, torch.device("cpu")).score_images(fake)
+    assert one["kid_std"] == 0.0 and many["kid_std"] > 0.0
