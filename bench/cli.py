@@ -14,14 +14,6 @@ from pydantic import ValidationError
 from bench import BenchError
 
 
-def _one_line(error: ValidationError) -> str:
-    """The first problem of a pydantic error as `field.path: message`."""
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "config"
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}"
-
-
 def _trial_config(args: argparse.Namespace):
     from bench.trial import TrialConfig
 
@@ -194,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValidationError as error:
-        print(f"gan-bench: error: {_one_line(error)}", file=sys.stderr)
+        from bench.study import validation_message
+
+        print(f"gan-bench: error: {validation_message(error)}", file=sys.stderr)
     except BenchError as error:
         print(f"gan-bench: error: {error}", file=sys.stderr)
     return 2

@@ -204,7 +204,7 @@ def _check_parameter_names(space: dict[str, Param], prefix: str = "") -> None:
 _UNION_TAGS = ("bool", "int", "float", "str")
 
 
-def _where(error: ValidationError) -> str:
+def validation_message(error: ValidationError) -> str:
     """The first problem as `field.path: message`."""
     first = error.errors()[0]
     # pydantic puts the union member it tried into the path ("Distribution", "function-after[...]", "float").
@@ -239,6 +239,6 @@ def load_study(path: Path) -> Study:
     try:
         return Study(**raw)
     except ValidationError as error:
-        raise StudyError(f"{path}: {_where(error)}") from None
+        raise StudyError(f"{path}: {validation_message(error)}") from None
     except BenchError as error:
         raise StudyError(f"{path}: {' '.join(str(error).split())}") from None

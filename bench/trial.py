@@ -206,7 +206,6 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
         return G(sample_latent(n, config.z_dim, config.z_dist, generator))
 
     status = "completed"
-    d_loss = g_loss = torch.zeros(())
     eval_steps = [s for s in config.eval_steps if s > start]
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=f"{config.loss} on {config.dataset}",
                unit="step", dynamic_ncols=True)
