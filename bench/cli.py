@@ -35,6 +35,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
     from bench.trial import run_trial
 
+    from bench.prefetch import use_data_root
+
+    use_data_root(args.data_root)
     config = _trial_config(args)
     if args.out is None:
         digest = hashlib.sha1(json.dumps(config.resolved().model_dump(mode="json"), sort_keys=True).encode())
@@ -67,32 +70,65 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from bench.study import load_study
 
     study = load_study(Path(args.study))
-    plan = study.plan()
-    print(f"{args.study}: valid study {study.name!r}: {len(plan)} (dataset, loss) pairs, "
-          f"{sum(n for *_, n in plan)} trials of {study.budget.steps} steps, {len(study.seeds)} seed(s) each, "
-          f"sampler {study.sampler.name}, executor {study.executor.name}")
-    for dataset, loss, n in plan:
-        print(f"  {dataset:12} {loss:12} {n} trials")
+    search = study.plan("search")
+    print(f"{args.study}: valid study {study.name!r}: {len(search)} (dataset, loss) pairs, "
+          f"{sum(p.trials for p in search)} search trials of {_steps(study)} steps, "
+          f"{len(study.seeds)} seed(s) each, sampler {study.sampler.name}, executor {study.executor.name}")
+    if "confirm" in study.stages:
+        confirm = study.plan("confirm")
+        print(f"  then a confirm stage: the best configuration of each pair with {study.confirm.runs} seeds "
+              f"({sum(p.trials for p in confirm)} trials)")
+    for part in study.plan():
+        print(f"  {part.stage:8} {part.dataset:14} {part.loss:12} {part.trials} trials")
     return 0
+
+
+def _steps(study) -> str:
+    steps = study.budget.steps
+    return " / ".join(f"{d}: {n:,}" for d, n in steps.items()) if isinstance(steps, dict) else f"{steps:,}"
+
+
+def _stages(study, args: argparse.Namespace) -> list[str]:
+    if args.stage is None:
+        return study.stages
+    if args.stage not in study.stages:
+        raise BenchError(f"--stage: the study has no {args.stage} stage; its stages: {', '.join(study.stages)}")
+    return [args.stage]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
-    from bench import executors, report, runner
+    from bench import executors, prefetch, report, runner
     from bench.io import atomic_write_text
     from bench.study import load_study
 
     study = load_study(Path(args.study))
+    stages = _stages(study, args)
     results_dir = _results_dir(study, args)
     runner.check_results_dir(study, results_dir)
+    prefetch.use_data_root(args.data_root or study.data_root)
+    prefetch.check(study, args.study)
+    prefetch.prepare(study, download=False, log=lambda line: None)
     results_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results_dir / "study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
     workers = args.workers or study.executor.workers
-    executors.run_local(study, results_dir, workers, progress=not args.no_progress)
+    for stage in stages:
+        executors.run_local(study, results_dir, workers, stage, progress=not args.no_progress)
     print(runner.counts(study, runner.open_storage(study, results_dir)).to_string(index=False))
     paths = report.write_report(results_dir)
     print(f"results: {results_dir / 'results.csv'}\nreport:  " + "\n         ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    from bench import prefetch
+    from bench.study import load_study
+
+    study = load_study(Path(args.study))
+    prefetch.use_data_root(args.data_root or study.data_root)
+    prefetch.prepare(study, download=True)
+    print(f"{args.study}: everything is in place; compute nodes can run the study offline")
     return 0
 
 
@@ -117,7 +153,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench import report
 
-    for path in report.write_report(Path(args.results_dir)):
+    for path in report.write_report(Path(args.results_dir), args.reference):
         print(path)
     return 0
 
@@ -130,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--dataset", default="digits")
     trial.add_argument("--loss", default="ns_gan", help="a name from `gan-bench losses`, or package.module:function")
     trial.add_argument("--steps", type=int, default=500, help="generator steps")
-    trial.add_argument("--model", default="mlp", help="mlp or infogan")
+    trial.add_argument("--model", default="mlp", help="mlp, infogan or dcgan")
     trial.add_argument("--image-size", type=int)
     trial.add_argument("--batch-size", type=int)
     trial.add_argument("--z-dim", type=int)
@@ -152,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--seed", type=int, default=0)
     trial.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     trial.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (CUDA only)")
+    trial.add_argument("--data-root", help="raw datasets and their caches (default: $GAN_BENCH_DATA, else "
+                                           "~/.cache/gan-bench/data)")
     trial.add_argument("--out", help="output folder (default: results/trials/DATASET-LOSS-CONFIGHASH)")
     trial.add_argument("--no-progress", action="store_true")
     trial.set_defaults(func=cmd_trial)
@@ -160,8 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("study", help="a study YAML file")
     run.add_argument("--workers", type=int, help="local worker processes (default: the study's executor.workers)")
     run.add_argument("--results", help="results folder (default: results/STUDY_NAME)")
+    run.add_argument("--stage", choices=["search", "confirm"], help="run one stage (default: all of the study's)")
+    run.add_argument("--data-root", help="raw datasets and their caches (default: the study's data_root, "
+                                         "else $GAN_BENCH_DATA, else ~/.cache/gan-bench/data)")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    fetch = sub.add_parser("prefetch", help="download datasets and Inception weights, build caches and real-data "
+                                            "features (on a machine with internet)")
+    fetch.add_argument("study", help="a study YAML file")
+    fetch.add_argument("--data-root", help="where to put the datasets (default as for run)")
+    fetch.set_defaults(func=cmd_prefetch)
 
     validate = sub.add_parser("validate", help="check a study file and print its plan")
     validate.add_argument("study")
@@ -173,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     reporting = sub.add_parser("report", help="summary tables and the FID-vs-budget plot from results.csv")
     reporting.add_argument("results_dir")
+    reporting.add_argument("--reference", type=Path, help="the paper's table as CSV (model, dataset, fid_mean, "
+                                                          "fid_std); default: results/reference/lucic2018_best_fid.csv")
     reporting.set_defaults(func=cmd_report)
 
     listing = sub.add_parser("losses", help="list the registered losses")

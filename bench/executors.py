@@ -27,13 +27,13 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker(study_json: str, results_dir: str, env: dict[str, str], threads: int) -> None:
+def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str], threads: int) -> None:
     _die_with_parent()
     os.environ.update(env)
     import torch
 
     torch.set_num_threads(threads)
-    runner.work(Study.model_validate_json(study_json), Path(results_dir))
+    runner.work(Study.model_validate_json(study_json), Path(results_dir), stage)
 
 
 def worker_environments(workers: int, gpus: list[str]) -> list[dict[str, str]]:
@@ -53,30 +53,32 @@ def visible_gpus() -> list[str]:
                                                                               range(torch.cuda.device_count())]
 
 
-def run_local(study: Study, results_dir: Path, workers: int, progress: bool = True) -> None:
-    """Starts the workers and shows progress until they are done; results.csv is rewritten as trials finish."""
-    storage = runner.prepare(study, results_dir)
+def run_local(study: Study, results_dir: Path, workers: int, stage: str = "search", progress: bool = True) -> None:
+    """Runs one stage: starts the workers and shows progress until they are done; results.csv is rewritten as
+    trials finish."""
+    storage = runner.prepare(study, results_dir, stage)
     gpus = visible_gpus()
     threads = 1 if gpus else max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), env, threads),
+    processes = [context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), stage, env, threads),
                                  daemon=False) for env in worker_environments(workers, gpus)]
     for process in processes:
         process.start()
-    total = sum(budget for _, _, budget in study.plan())
+    total = sum(part.trials for part in study.plan(stage))
+    label = f"{study.name} ({stage})"
     # disable=None: no bar when the output is not a terminal (a log file would fill with redraws).
-    bar = tqdm(total=total, disable=None if progress else True, desc=study.name, unit="trial", dynamic_ncols=True)
+    bar = tqdm(total=total, disable=None if progress else True, desc=label, unit="trial", dynamic_ncols=True)
     finished = -1
     try:
         while True:
             alive = any(p.is_alive() for p in processes)
-            table = runner.counts(study, storage)
+            table = runner.counts(study, storage, stage)
             done = int((table["budget"] - table["to_do"]).sum())
             if done != finished:
                 finished = done
                 runner.write_results(study, storage, results_dir)
                 if bar.disable and progress:  # not a terminal (a log file, a batch job): one line per change
-                    print(f"{study.name}: {done}/{total} trials finished (completed {int(table['completed'].sum())}, "
+                    print(f"{label}: {done}/{total} trials finished (completed {int(table['completed'].sum())}, "
                           f"diverged {int(table['diverged'].sum())}, failed {int(table['failed'].sum())})", flush=True)
             bar.n = done
             bar.set_postfix(done=int(table["completed"].sum()), running=int(table["running"].sum()),

@@ -31,6 +31,7 @@ from bench.io import atomic_torch_save, atomic_write_json, cache_dir
 DOMAIN_EXTRACTOR = "gan-bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 DOMAIN_FEATURES = 64
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release asset, 91 MB
 # Bump when DomainClassifier or its training changes, so stale cached extractors are not reused.
 DOMAIN_VERSION = 3
 
@@ -44,8 +45,14 @@ class MetricsConfig(BaseModel):
     kid_subsets: int = Field(100, ge=1, description="KID's random subsets (torch-fidelity's default: 100)")
     isc: bool = True
     prc: bool = False
-    inception_weights: Path | None = Field(None, description="local state_dict of torch-fidelity's inception-v3-compat")
+    inception_weights: Path | None = Field(None, description="local state_dict of torch-fidelity's inception-v3-compat; "
+                                           "default: where `gan-bench prefetch` puts it")
     latent_seed: int = Field(2020, description="fixed latent seed: every evaluation scores the same z")
+
+
+def inception_weights_path(config: MetricsConfig) -> Path:
+    """The Inception weights file a config uses: its own, or the one `gan-bench prefetch` downloads."""
+    return Path(config.inception_weights) if config.inception_weights else cache_dir() / "weights" / INCEPTION_FILE
 
 
 class DomainClassifier(nn.Module):
@@ -186,6 +193,9 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
+CACHE_PROBE = 64  # images scored to fill the real-feature cache: enough for IS's 10 splits and KID's subsets
+
+
 class Scorer:
     """Scores generators against one dataset's test split; the real-data features are cached on disk."""
 
@@ -194,18 +204,21 @@ class Scorer:
         self.dataset = dataset
         self.device = device
         if config.extractor == "domain":
+            if dataset.num_classes < 2:
+                raise BenchError(f"metrics.extractor: dataset {dataset.name} has no class labels to train the domain "
+                                 "feature extractor on; use metrics.extractor: inception")
             self.weights_path = domain_extractor_path(dataset)
             self.extractor_name = DOMAIN_EXTRACTOR
             self.extractor_id = self.weights_path.stem
             self.extractor_accuracy = json.loads(self.weights_path.with_suffix(".json").read_text())["test_accuracy"]
         else:
-            weights = config.inception_weights
-            if weights is None or not Path(weights).is_file():
+            weights = inception_weights_path(config)
+            if not weights.is_file():
                 raise BenchError(
-                    f"metrics.inception_weights: Inception weights file {weights} not found; download "
-                    "torch-fidelity's weights-inception-2015-12-05-6726825d.pth on a machine with internet "
-                    "and point metrics.inception_weights at it, or use metrics.extractor: domain")
-            self.weights_path = Path(weights)
+                    f"metrics.inception_weights: Inception weights file {weights} not found; fetch it with "
+                    f"`gan-bench prefetch STUDY.yaml` on a machine with internet (or download {INCEPTION_FILE} "
+                    "by hand and point metrics.inception_weights at it), or use metrics.extractor: domain")
+            self.weights_path = weights
             self.extractor_name = INCEPTION_EXTRACTOR
             self.extractor_id = INCEPTION_EXTRACTOR
             self.extractor_accuracy = None
@@ -254,3 +267,11 @@ class Scorer:
 
     def score(self, sample: Callable[[int, torch.Generator], torch.Tensor]) -> dict[str, float]:
         return self.score_images(self.sample_images(sample))
+
+    def cache_real_features(self) -> None:
+        """Extracts the test split's features into the cache now, so that trials only extract their samples'.
+
+        torch-fidelity caches the second input's features as a side effect of a metric computation, so this
+        scores a few test images against the test split (10,000 Inception images cost ~25 min on a CPU).
+        """
+        self.score_images(self.dataset.test[:CACHE_PROBE])

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from bench import BenchError, losses
 from bench.io import atomic_write_text
-from bench.study import Distribution, Study
+from bench.study import STAGES, Distribution, Part, Study
 from bench.trial import FALLBACK_DEFAULTS, TrialConfig, run_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -32,8 +32,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 FINISHED = ("completed", "diverged", "failed")
 
 
-def optuna_name(study: Study, dataset: str, loss: str) -> str:
-    return f"{study.name}/{dataset}/{loss}"
+def optuna_name(study: Study, part: Part) -> str:
+    base = f"{study.name}/{part.dataset}/{part.loss}"
+    return base if part.stage == "search" else f"{base}/{part.stage}"
 
 
 def open_storage(study: Study, results_dir: Path) -> optuna.storages.BaseStorage:
@@ -111,24 +112,60 @@ def planned_samples(study: Study, dataset: str, loss: str) -> list[dict[str, Any
     return samples + [trial.params for trial in scratch.trials]
 
 
-def prepare(study: Study, results_dir: Path) -> optuna.storages.BaseStorage:
-    """Creates each Optuna study once, enqueues its samples, and re-enqueues trials a dead process left running."""
+def best_search_trial(study: Study, storage: optuna.storages.BaseStorage, dataset: str,
+                      loss: str) -> optuna.trial.FrozenTrial | None:
+    """The search trial with the lowest objective (ties: the earlier sample), or None if none completed."""
+    ostudy = optuna.load_study(study_name=optuna_name(study, Part("search", dataset, loss, 0)), storage=storage)
+    completed = [t for t in ostudy.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    return min(completed, key=lambda t: (t.value, t.user_attrs["sample"]), default=None)
+
+
+def _check_search_finished(study: Study, storage: optuna.storages.BaseStorage) -> None:
+    table = counts(study, storage, "search")
+    unfinished = table[(table["to_do"] > 0) | (table["running"] > 0)]
+    if len(unfinished):
+        row = unfinished.iloc[0]
+        raise BenchError(f"the confirm stage starts from the search's results, but {len(unfinished)} (dataset, loss) "
+                         f"searches are unfinished (e.g. {row['dataset']}/{row['loss']}: {row['to_do']} trials to do); "
+                         "run the search stage first (gan-bench run STUDY.yaml --stage search)")
+
+
+def _planned_trials(study: Study, storage: optuna.storages.BaseStorage,
+                    part: Part) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(params, user attributes) of every trial to enqueue for one part."""
+    if part.stage == "search":
+        return [(params, {"sample": i}) for i, params in enumerate(planned_samples(study, part.dataset, part.loss))]
+    best = best_search_trial(study, storage, part.dataset, part.loss)
+    if best is None:
+        return []
+    return [(best.params, {"sample": i, "seed": seed, "source_trial": best.user_attrs["sample"]})
+            for i, seed in enumerate(study.confirm.seeds())]
+
+
+def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.storages.BaseStorage:
+    """Creates each Optuna study of the stage once, enqueues its trials, and re-enqueues trials a dead process left
+    running. The confirm stage enqueues the best search configuration of each (dataset, loss) once per seed."""
     storage = open_storage(study, results_dir)
-    for dataset, loss, _ in study.plan():
-        ostudy = optuna.create_study(study_name=optuna_name(study, dataset, loss), storage=storage,
-                                     direction="minimize", load_if_exists=True)
+    if stage == "confirm":
+        _check_search_finished(study, storage)
+    for part in study.plan(stage):
+        ostudy = optuna.create_study(study_name=optuna_name(study, part), storage=storage, direction="minimize",
+                                     load_if_exists=True)
         trials = ostudy.get_trials(deepcopy=False)
-        if not trials:
-            for index, params in enumerate(planned_samples(study, dataset, loss)):
-                ostudy.enqueue_trial(params, user_attrs={"sample": index}, skip_if_exists=False)
+        if not trials and "skipped" not in ostudy.user_attrs:
+            planned = _planned_trials(study, storage, part)
+            if not planned:  # every search trial of this pair diverged or failed: there is nothing to confirm
+                ostudy.set_user_attr("skipped", "no completed search trial")
+            for params, attrs in planned:
+                ostudy.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
             continue
         for trial in trials:
             # No worker runs while the driver prepares, so a RUNNING trial belongs to a process that died.
             if trial.state == TrialState.RUNNING:
                 storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
                 storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                ostudy.enqueue_trial(trial.params, user_attrs={"sample": trial.user_attrs["sample"]},
-                                     skip_if_exists=False)
+                attrs = {k: v for k, v in trial.user_attrs.items() if k in ("sample", "seed", "source_trial")}
+                ostudy.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
     return storage
 
 
@@ -146,38 +183,49 @@ def _samples_taken(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     return {t.user_attrs["sample"] for t in trials if "sample" in t.user_attrs}
 
 
-def claim(study: Study, storage: optuna.storages.BaseStorage, results_dir: Path) -> tuple[str, str, optuna.Trial] | None:
-    """The next trial to run, or None when the budget is spent. Studies are served round-robin by how many
-    trials each has claimed, so partial results cover every (dataset, loss)."""
+def claim(study: Study, storage: optuna.storages.BaseStorage, results_dir: Path,
+          stage: str = "search") -> tuple[Part, optuna.Trial] | None:
+    """The next trial of the stage to run, or None when its budget is spent. Studies are served round-robin by
+    how many trials each has claimed, so partial results cover every (dataset, loss)."""
     with _claim_lock(results_dir):
         candidates = []
-        for dataset, loss, budget in study.plan():
-            ostudy = optuna.load_study(study_name=optuna_name(study, dataset, loss), storage=storage,
-                                       sampler=_sampler(study, dataset, loss))
+        for part in study.plan(stage):
+            ostudy = optuna.load_study(study_name=optuna_name(study, part), storage=storage,
+                                       sampler=_sampler(study, part.dataset, part.loss))
             trials = ostudy.get_trials(deepcopy=False)
             waiting = any(t.state == TrialState.WAITING for t in trials)
             taken = _samples_taken([t for t in trials if t.state != TrialState.WAITING])
-            if waiting or (study.sampler.name == "tpe" and len(_samples_taken(trials)) < budget):
-                candidates.append((len(taken), dataset, loss, ostudy, waiting, len(_samples_taken(trials))))
+            adaptive = study.sampler.name == "tpe" and stage == "search"
+            if waiting or (adaptive and len(_samples_taken(trials)) < part.trials):
+                candidates.append((len(taken), part, ostudy, waiting, len(_samples_taken(trials))))
         if not candidates:
             return None
-        _, dataset, loss, ostudy, waiting, next_sample = min(candidates, key=lambda c: c[0])
-        trial = ostudy.ask(distributions(study, loss))
+        _, part, ostudy, waiting, next_sample = min(candidates, key=lambda c: c[0])
+        trial = ostudy.ask(distributions(study, part.loss))
         if not waiting:  # a fresh TPE proposal
             trial.set_user_attr("sample", next_sample)
-        return dataset, loss, trial
+        return part, trial
 
 
-def run_claimed(study: Study, results_dir: Path, dataset: str, loss: str, trial: optuna.Trial) -> None:
-    """Trains the claimed sample once per seed and records everything on the Optuna trial."""
+def trial_dir(results_dir: Path, part: Part, sample: int, seed: int) -> Path:
+    if part.stage == "search":
+        return results_dir / "trials" / f"{part.dataset}-{part.loss}-{sample:04d}-seed{seed}"
+    return results_dir / "trials" / part.stage / f"{part.dataset}-{part.loss}-seed{seed}"
+
+
+def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial) -> None:
+    """Trains the claimed sample once per seed (a confirm trial: its one seed) and records everything on the
+    Optuna trial."""
+    dataset, loss = part.dataset, part.loss
     sample = trial.user_attrs["sample"]
     params = {**study.fixed_params(loss), **trial.params}
+    seeds = [trial.user_attrs["seed"]] if "seed" in trial.user_attrs else study.seeds
     runs, best = [], []
     started = time.time()
     try:
-        for seed in study.seeds:
+        for seed in seeds:
             config = TrialConfig(**study.trial_fields(dataset, loss), **params, seed=seed)
-            out = results_dir / "trials" / f"{dataset}-{loss}-{sample:04d}-seed{seed}"
+            out = trial_dir(results_dir, part, sample, seed)
             result = run_trial(config, out)
             runs.append({"seed": seed, "status": result.status, "rows": result.rows, "extractor": result.extractor,
                          "steps_done": result.steps_done, "train_seconds": result.train_seconds,
@@ -199,56 +247,68 @@ def run_claimed(study: Study, results_dir: Path, dataset: str, loss: str, trial:
         trial.study.tell(trial, state=TrialState.FAIL)
 
 
-def work(study: Study, results_dir: Path) -> int:
-    """A worker: claims and runs trials until the budget is spent. Returns how many it ran."""
+def work(study: Study, results_dir: Path, stage: str = "search") -> int:
+    """A worker: claims and runs trials of the stage until its budget is spent. Returns how many it ran."""
     storage = open_storage(study, results_dir)
     done = 0
-    while (claimed := claim(study, storage, results_dir)) is not None:
+    while (claimed := claim(study, storage, results_dir, stage)) is not None:
         run_claimed(study, results_dir, *claimed)
         done += 1
     return done
 
 
-def counts(study: Study, storage: optuna.storages.BaseStorage) -> pd.DataFrame:
-    """Per (dataset, loss): trials completed / diverged / failed / running / to do, and the best FID so far."""
-    rows = []
-    for dataset, loss, budget in study.plan():
-        trials = optuna.load_study(study_name=optuna_name(study, dataset, loss), storage=storage).get_trials(
-            deepcopy=False)
+def _existing(storage: optuna.storages.BaseStorage) -> set[str]:
+    return {s.study_name for s in storage.get_all_studies()}
+
+
+def counts(study: Study, storage: optuna.storages.BaseStorage, stage: str | None = None) -> pd.DataFrame:
+    """Per stage and (dataset, loss): trials completed / diverged / failed / running / to do, the best FID so far,
+    and why a part was skipped (a confirm stage whose search has no completed trial)."""
+    rows, existing = [], _existing(storage)
+    for part in study.plan(stage):
+        name = optuna_name(study, part)
+        ostudy = optuna.load_study(study_name=name, storage=storage) if name in existing else None
+        trials = ostudy.get_trials(deepcopy=False) if ostudy else []
+        skipped = ostudy.user_attrs.get("skipped", "") if ostudy else ""
         status = [t.user_attrs.get("status") for t in trials]
         finished = {t.user_attrs["sample"] for t, s in zip(trials, status) if s in FINISHED}
         values = [t.value for t in trials if t.state == TrialState.COMPLETE]
-        row = {"dataset": dataset, "loss": loss, "budget": budget}
+        row = {"stage": part.stage, "dataset": part.dataset, "loss": part.loss, "budget": part.trials}
         row.update({s: status.count(s) for s in FINISHED})
         row["running"] = sum(t.state == TrialState.RUNNING for t in trials)
-        row["to_do"] = budget - len(finished)
+        row["to_do"] = 0 if skipped else part.trials - len(finished)
         row["best_fid"] = min(values) if values else float("nan")
+        row["skipped"] = skipped
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def results_table(study: Study, storage: optuna.storages.BaseStorage) -> pd.DataFrame:
-    """One row per (trial, seed, evaluation step) of every finished trial; a diverged run without any
-    evaluation still gets one row, with no metrics, so that it is counted."""
-    rows = []
-    for dataset, loss, _ in study.plan():
-        trials = optuna.load_study(study_name=optuna_name(study, dataset, loss), storage=storage).get_trials(
-            deepcopy=False)
+    """One row per (trial, seed, evaluation step) of every finished trial of every stage; a diverged run without
+    any evaluation still gets one row, with no metrics, so that it is counted."""
+    rows, existing = [], _existing(storage)
+    for part in study.plan():
+        if optuna_name(study, part) not in existing:
+            continue
+        trials = optuna.load_study(study_name=optuna_name(study, part), storage=storage).get_trials(deepcopy=False)
         for trial in trials:
             for run in trial.user_attrs.get("runs", []):
-                base = {"dataset": dataset, "loss": loss, "trial": trial.user_attrs["sample"], "seed": run["seed"],
-                        "status": run["status"], "extractor": run["extractor"],
-                        "wall_seconds": trial.user_attrs.get("wall_seconds"),
+                base = {"stage": part.stage, "dataset": part.dataset, "loss": part.loss,
+                        "trial": trial.user_attrs["sample"], "seed": run["seed"], "status": run["status"],
+                        "extractor": run["extractor"], "wall_seconds": trial.user_attrs.get("wall_seconds"),
+                        "source_trial": trial.user_attrs.get("source_trial"),
                         **{f"param_{k}": v for k, v in run["params"].items()}}
                 for row in run["rows"] or [{"step": run["steps_done"]}]:
                     rows.append({**base, **row})
-    columns = ["dataset", "loss", "trial", "seed", "step", "status", "fid", "kid"]
+    columns = ["stage", "dataset", "loss", "trial", "seed", "step", "status", "fid", "kid"]
     table = pd.DataFrame(rows)
     for column in columns:
         if column not in table:
             table[column] = pd.Series(dtype=float)
     rest = [c for c in table.columns if c not in columns]
-    return table[columns + rest].sort_values(["dataset", "loss", "trial", "seed", "step"], kind="stable")
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    return table[columns + rest].sort_values(["stage", "dataset", "loss", "trial", "seed", "step"], kind="stable",
+                                             key=lambda c: c.map(order) if c.name == "stage" else c)
 
 
 def write_results(study: Study, storage: optuna.storages.BaseStorage, results_dir: Path) -> pd.DataFrame:
@@ -265,7 +325,8 @@ def check_results_dir(study: Study, results_dir: Path) -> None:
     if saved.exists():
         previous = yaml.safe_load(saved.read_text())
         current = study.model_dump(mode="json")
-        previous.pop("executor", None), current.pop("executor", None)  # more or fewer workers is fine
+        for key in ("executor", "data_root", "stages"):  # where it runs, and a confirm stage added later, are fine
+            previous.pop(key, None), current.pop(key, None)
         if previous != current:
             raise BenchError(f"{results_dir}: holds a different study (see its study.yaml); "
                              "choose another folder with --results")

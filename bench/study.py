@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -66,16 +67,86 @@ class Sampler(BaseModel):
     seed: int = 0
 
 
+PerDataset = Union[int, dict[str, int]]
+
+
 class Budget(BaseModel):
+    """Samples per (dataset, loss) and the length of each trial. `steps`, `eval_every` and `evaluations` take one
+    number or one per dataset (`{mnist: 15625, cifar10: 78125}`), as the paper trains each dataset for its own
+    number of epochs."""
+
     model_config = ConfigDict(extra="forbid")
 
     samples: int = Field(ge=1, description="hyperparameter samples per (dataset, loss)")
-    steps: int = Field(ge=1, description="generator steps per trial")
-    eval_every: int | None = Field(None, ge=1, description="score every N steps (and at the last step)")
+    steps: PerDataset = Field(description="generator steps per trial")
+    eval_every: PerDataset | None = Field(None, description="score every N steps (and at the last step)")
+    evaluations: PerDataset | None = Field(None, description="score N times, evenly spaced, the last at the end")
 
-    def eval_steps(self) -> list[int]:
-        every = self.eval_every or self.steps
-        return sorted(set(range(every, self.steps + 1, every)) | {self.steps})
+    @field_validator("steps", "eval_every", "evaluations")
+    @classmethod
+    def _positive(cls, value: PerDataset | None) -> PerDataset | None:
+        for key, number in (value.items() if isinstance(value, dict) else [(None, value)]):
+            if number is not None and number < 1:
+                raise ValueError(f"{key + ': ' if key else ''}must be a positive integer, got {number}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Budget:
+        if self.eval_every is not None and self.evaluations is not None:
+            raise ValueError("give eval_every or evaluations, not both")
+        return self
+
+    @staticmethod
+    def _for(value: PerDataset | None, dataset: str) -> int | None:
+        return value.get(dataset) if isinstance(value, dict) else value
+
+    def check_datasets(self, datasets: list[str]) -> None:
+        for field in ("steps", "eval_every", "evaluations"):
+            value = getattr(self, field)
+            if isinstance(value, dict):
+                for name in value:
+                    if name not in datasets:
+                        raise ValueError(f"budget.{field}.{name}: not one of the study's datasets")
+                for name in datasets:
+                    if name not in value:
+                        raise ValueError(f"budget.{field}: no value for dataset {name}")
+
+    def steps_for(self, dataset: str) -> int:
+        return self._for(self.steps, dataset)
+
+    def eval_steps(self, dataset: str) -> list[int]:
+        steps = self.steps_for(dataset)
+        evaluations = self._for(self.evaluations, dataset)
+        if evaluations is not None:
+            return sorted({steps * i // evaluations for i in range(1, evaluations + 1)} - {0})
+        every = self._for(self.eval_every, dataset) or steps
+        return sorted(set(range(every, steps + 1, every)) | {steps})
+
+
+class Confirm(BaseModel):
+    """The confirm stage: the best search configuration of each (dataset, loss), re-run with fresh seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runs: int = Field(50, ge=2, description="seeds per best configuration (the paper: 50); ≥ 2 for a std")
+    first_seed: int = Field(1000, ge=0, description="seeds first_seed, first_seed + 1, …; apart from the search's")
+
+    def seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.runs))
+
+
+STAGES = ("search", "confirm")
+Stage = Literal["search", "confirm"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One Optuna study of a study: a stage of one (dataset, loss), and how many trials it holds."""
+
+    stage: str
+    dataset: str
+    loss: str
+    trials: int
 
 
 class LocalExecutor(BaseModel):
@@ -103,6 +174,9 @@ class Study(BaseModel):
     budget: Budget
     defaults: bool = Field(True, description="enqueue each loss's default configuration as its first sample")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    stages: list[Stage] = Field(default_factory=lambda: ["search"], min_length=1)
+    confirm: Confirm = Field(default_factory=Confirm)
+    data_root: Path | None = Field(None, description="raw datasets and their caches; default: $GAN_BENCH_DATA")
     device: str = "auto"
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     executor: LocalExecutor = Field(default_factory=LocalExecutor)
@@ -131,6 +205,13 @@ class Study(BaseModel):
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
         return _distinct(seeds)
 
+    @field_validator("stages")
+    @classmethod
+    def _stages_in_order(cls, stages: list[str]) -> list[str]:
+        if stages not in (["search"], ["search", "confirm"]):
+            raise ValueError("expected [search] or [search, confirm]: confirm starts from the search's results")
+        return stages
+
     @field_validator("search_space")
     @classmethod
     def _known_parameters(cls, space: dict[str, Param]) -> dict[str, Param]:
@@ -139,6 +220,7 @@ class Study(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Study:
+        self.budget.check_datasets(self.datasets)
         for name in [self.model, *self.model_per_dataset.values()]:
             if name not in models.names():
                 raise ValueError(f"model: unknown model {name!r}; valid: {', '.join(models.names())}")
@@ -174,16 +256,20 @@ class Study(BaseModel):
         return {
             "dataset": dataset, "loss": loss, "model": self.model_per_dataset.get(dataset, self.model),
             "image_size": self.image_size, "batch_size": self.batch_size, "z_dim": self.z_dim,
-            "z_dist": self.z_dist, "steps": self.budget.steps, "eval_steps": self.budget.eval_steps(),
-            "device": self.device, "metrics": self.metrics,
+            "z_dist": self.z_dist, "steps": self.budget.steps_for(dataset),
+            "eval_steps": self.budget.eval_steps(dataset), "device": self.device, "metrics": self.metrics,
         }
 
     def fixed_params(self, loss: str) -> dict[str, Any]:
         return {k: v for k, v in self.space(loss).items() if not isinstance(v, Distribution)}
 
-    def plan(self) -> list[tuple[str, str, int]]:
-        """(dataset, loss, number of trials) for every Optuna study of this study."""
-        return [(d, l, self.budget.samples) for d, l in itertools.product(self.datasets, self.losses)]
+    def plan(self, stage: str | None = None) -> list[Part]:
+        """Every Optuna study of this study (of one stage if given), with its number of trials."""
+        parts = []
+        for name in self.stages if stage is None else [stage]:
+            trials = self.budget.samples if name == "search" else self.confirm.runs
+            parts += [Part(name, d, l, trials) for d, l in itertools.product(self.datasets, self.losses)]
+        return parts
 
 
 def _distinct(values: list) -> list:

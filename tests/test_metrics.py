@@ -1,6 +1,7 @@
 """Metrics: torch-fidelity's numbers against independent numpy/scipy computations on the same features."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from bench import BenchError, data
-from bench.metrics import DOMAIN_EXTRACTOR, DomainFeatureExtractor, MetricsConfig, Scorer, to_uint8
+from bench.metrics import (DOMAIN_EXTRACTOR, INCEPTION_FILE, DomainFeatureExtractor, MetricsConfig, Scorer,
+                           inception_weights_path, to_uint8)
 from bench.trial import TrialConfig, run_trial
 
 
@@ -52,7 +54,8 @@ def numpy_inception_score(logits, splits=10, seed=2020):
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     scores = []
-    for chunk in np.array_split(p, splits):
+    n = len(p)
+    for chunk in (p[i * n // splits: (i + 1) * n // splits] for i in range(splits)):
         q = chunk.mean(0, keepdims=True)
         scores.append(np.exp((chunk * (np.log(chunk) - np.log(q))).sum(1).mean()))
     return float(np.mean(scores))
@@ -117,15 +120,21 @@ def test_trained_generator_scores_clearly_better_than_untrained(tmp_path):
 
 
 def test_inception_needs_a_weights_file(digits, tmp_path):
-    with pytest.raises(BenchError, match="inception_weights.*not found"):
+    with pytest.raises(BenchError, match="inception_weights.*not found.*gan-bench prefetch"):
         Scorer(MetricsConfig(extractor="inception", inception_weights=tmp_path / "missing.pth"), digits,
                torch.device("cpu"))
 
 
-def test_inception_from_a_local_weights_file(digits, tmp_path, monkeypatch):
-    # A state_dict of torch-fidelity's own architecture with random weights. Kaiming init, because the
-    # default init makes the pool features vanish (FID ≈ 0 whatever the inputs) and proves nothing.
-    with monkeypatch.context() as m:
+def test_inception_weights_default_to_where_prefetch_puts_them(bench_cache):
+    assert inception_weights_path(MetricsConfig()) == bench_cache / "weights" / INCEPTION_FILE
+    assert inception_weights_path(MetricsConfig(inception_weights="/x/w.pth")) == Path("/x/w.pth")
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory):
+    """A state_dict of torch-fidelity's own architecture with random weights. Kaiming init, because the default
+    init makes the pool features vanish (FID ≈ 0 whatever the inputs) and proves nothing."""
+    with pytest.MonkeyPatch.context() as m:
         m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
         m.setattr(torch, "load", lambda *a, **k: {})
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="x")
@@ -133,18 +142,29 @@ def test_inception_from_a_local_weights_file(digits, tmp_path, monkeypatch):
     for module in net.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight)
-    weights = tmp_path / "inception.pth"
+    weights = tmp_path_factory.mktemp("inception") / "inception.pth"
     torch.save(net.state_dict(), weights)
+    return weights
 
+
+def test_inception_fid_and_is_match_independent_computations(digits, inception_weights):
     small = data.Dataset("digits", digits.train[:12], digits.test[:12], digits.train_labels[:12],
                          digits.test_labels[:12], 10)
-    scorer = Scorer(MetricsConfig(extractor="inception", inception_weights=weights, num_samples=10, kid=False,
-                                  isc=False), small, torch.device("cpu"))
+    scorer = Scorer(MetricsConfig(extractor="inception", inception_weights=inception_weights, num_samples=12,
+                                  kid=False, isc=True), small, torch.device("cpu"))
     assert scorer.extractor_id == "inception-v3-compat"
-    fid_same = scorer.score_images(small.test)["fid"]
-    fid_other = scorer.score_images(small.train)["fid"]
-    assert abs(fid_same) < 1e-2 * fid_other
-    assert fid_other > 0
+    fake = small.train
+    metrics = scorer.score_images(fake)
+    # The same network, loaded from the same file, on the same grayscale images tiled to 3 channels.
+    net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                      feature_extractor_weights_path=str(inception_weights))
+    net.eval()
+    with torch.no_grad():
+        fake_features, fake_logits = (t.double().numpy() for t in net(fake.expand(-1, 3, -1, -1)))
+        real_features, _ = (t.double().numpy() for t in net(small.test.expand(-1, 3, -1, -1)))
+    assert fake_features.std() > 0.05  # the features do not vanish, so the comparison means something
+    assert metrics["fid"] == pytest.approx(scipy_fid(fake_features, real_features), rel=1e-4)
+    assert metrics["isc"] == pytest.approx(numpy_inception_score(fake_logits), rel=1e-4)
 
 
 def test_kid_subsets_reach_torch_fidelity(digits):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from bench import BenchError
-from bench.report import min_fid_bootstrap, summary, write_report
+from bench.report import confirm_table, min_fid_bootstrap, summary, write_report
 
 
 def exact_expected_min(values, k):
@@ -58,3 +58,47 @@ def test_report_files(tmp_path):
 def test_report_without_results(tmp_path):
     with pytest.raises(BenchError, match="results.csv: not found"):
         write_report(tmp_path)
+
+
+def confirm_results():
+    """A search stage and a confirm stage: ns_gan on mnist near the paper, wgan on mnist far from it."""
+    rows = synthetic_results().assign(stage="search", dataset="mnist").to_dict("records")
+    runs = {"ns_gan": [6.0, 7.0, 8.0], "wgan": [30.0, 32.0, np.nan, 34.0]}
+    for loss, fids in runs.items():
+        for seed, fid in enumerate(fids, start=1000):
+            status = "diverged" if np.isnan(fid) else "completed"
+            for step, extra in ((100, 5.0), (200, 0.0)):  # the best checkpoint is the run's FID
+                rows.append({"stage": "confirm", "dataset": "mnist", "loss": loss, "trial": seed - 1000, "seed": seed,
+                             "step": step, "status": status, "fid": fid + extra, "extractor": "inception-v3-compat"})
+    return pd.DataFrame(rows)
+
+
+def test_confirm_table_against_the_paper():
+    reference = pd.DataFrame({"model": ["ns_gan", "wgan"], "dataset": ["mnist", "mnist"], "fid_mean": [6.8, 6.7],
+                              "fid_std": [0.5, 0.4]})
+    table = confirm_table(confirm_results(), reference).set_index("loss")
+    assert table.loc["ns_gan", "fid_mean"] == pytest.approx(7.0)
+    assert table.loc["ns_gan", "fid_std"] == pytest.approx(np.std([6.0, 7.0, 8.0], ddof=1))
+    assert table.loc["wgan", "fid_mean"] == pytest.approx(32.0) and table.loc["wgan", "runs"] == 4
+    assert table.loc["wgan", "diverged"] == 1
+    # |7.0 - 6.8| = 0.2 < 1.0 + 0.5; |32 - 6.7| = 25.3 > 2.0 + 0.4
+    assert not table.loc["ns_gan", "differs"] and table.loc["wgan", "differs"]
+
+
+def test_report_writes_the_paper_table_beside_the_papers_numbers(tmp_path):
+    results_dir = tmp_path / "results" / "study"
+    results_dir.mkdir(parents=True)
+    confirm_results().to_csv(results_dir / "results.csv", index=False)
+    paths = write_report(results_dir)  # finds the repository's results/reference/lucic2018_best_fid.csv
+    assert [p.name for p in paths][-2:] == ["paper_table.csv", "paper_table.md"]
+    markdown = (results_dir / "paper_table.md").read_text()
+    assert "| model | mnist (ours) | mnist (paper) |" in markdown
+    assert "| ns_gan | 7.0 ± 1.0 (n=3) | 6.8 ± 0.5 |" in markdown
+    assert "| wgan | 32.0 ± 2.0 (n=3) ⚑ | 6.7 ± 0.4 |" in markdown
+    assert "paper's features (Inception)" in markdown
+    # The search stage still gets its summary and figure, from the search rows only.
+    assert (results_dir / "summary.md").is_file() and "| ns_gan" in (results_dir / "summary.md").read_text()
+    reference = tmp_path / "ref.csv"
+    reference.write_text("model,dataset,fid\n")
+    with pytest.raises(BenchError, match="ref.csv: expected the columns"):
+        write_report(results_dir, reference)

@@ -7,6 +7,9 @@ import textwrap
 import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
+
+from bench import BenchError
 
 from bench.cli import main
 from bench.runner import distributions, planned_samples, prepare
@@ -72,6 +75,11 @@ BAD = [
     (changed(executor={"name": "local", "workers": 0}), "executor.workers: Input should be greater than or equal"),
     (changed(metrics={"extractor": "clip"}), "metrics.extractor: Input should be 'domain' or 'inception'"),
     (changed(seeds=[1, 1]), "seeds.1: 1 is listed twice"),
+    (changed(stages=["confirm"]), "stages: expected [search] or [search, confirm]"),
+    (changed(stages=["search", "search"]), "stages: expected [search] or [search, confirm]"),
+    (changed(stages=["search", "polish"]), "stages.1: Input should be 'search' or 'confirm'"),
+    (changed(confirm={"runs": 1}), "confirm.runs: Input should be greater than or equal to 2"),
+    (changed(confirm={"seeds": 5}), "confirm.seeds: Extra inputs are not permitted"),
     ("name: x\ndatasets: [digits\n", "YAML syntax error at line"),
     ("- just\n- a list\n", "expected a mapping"),
 ]
@@ -98,7 +106,7 @@ def test_missing_study_file(tmp_path, capsys):
 def test_validate_prints_the_plan(tmp_path, capsys):
     assert main(["validate", str(write(tmp_path, GOOD))]) == 0
     out = capsys.readouterr().out
-    assert "2 (dataset, loss) pairs, 6 trials of 20 steps" in out
+    assert "2 (dataset, loss) pairs, 6 search trials of 20 steps" in out
     assert "wgan_gp" in out
 
 
@@ -153,9 +161,89 @@ def test_claims_serve_every_sample_once_and_stop_at_the_budget(tmp_path, sampler
     storage = prepare(study, tmp_path)
     claimed = []
     while (next_trial := claim(study, storage, tmp_path)) is not None:
-        _, loss, trial = next_trial
-        claimed.append((loss, trial.user_attrs["sample"]))
+        part, trial = next_trial
+        claimed.append((part.loss, trial.user_attrs["sample"]))
         trial.set_user_attr("status", "completed")
         trial.study.tell(trial, float(len(claimed)))
     assert sorted(claimed) == sorted((loss, i) for loss in GOOD["losses"] for i in range(3))
     assert [c[0] for c in claimed[:2]] == ["ns_gan", "wgan_gp"]  # round-robin over (dataset, loss)
+
+
+def finish_search(study, storage, tmp_path, values):
+    """Claims every search trial and records `values[(loss, sample)]` as its outcome (None: diverged)."""
+    from bench.runner import claim
+
+    while (claimed := claim(study, storage, tmp_path)) is not None:
+        part, trial = claimed
+        value = values[(part.loss, trial.user_attrs["sample"])]
+        trial.set_user_attr("status", "completed" if value is not None else "diverged")
+        trial.study.tell(trial, value) if value is not None else trial.study.tell(trial, state=TrialState.FAIL)
+
+
+def test_confirm_stage_reruns_the_best_search_configuration_with_fresh_seeds(tmp_path):
+    from bench.runner import best_search_trial, claim, counts
+
+    study = load_study(write(tmp_path, changed(stages=["search", "confirm"], confirm={"runs": 4, "first_seed": 100})))
+    storage = prepare(study, tmp_path)
+    # ns_gan: sample 2 is best; a tie with a later sample is broken towards the earlier one. wgan_gp: all diverged.
+    finish_search(study, storage, tmp_path, {("ns_gan", 0): 9.0, ("ns_gan", 1): 4.0, ("ns_gan", 2): 3.5,
+                                             ("wgan_gp", 0): None, ("wgan_gp", 1): None, ("wgan_gp", 2): None})
+    search = optuna.load_study(study_name="tiny/digits/ns_gan", storage=storage).get_trials()
+    best = best_search_trial(study, storage, "digits", "ns_gan")
+    assert best.user_attrs["sample"] == 2 and best.params == search[2].params
+
+    prepare(study, tmp_path, "confirm")
+    prepare(study, tmp_path, "confirm")  # idempotent, like the search stage
+    confirm = optuna.load_study(study_name="tiny/digits/ns_gan/confirm", storage=storage).get_trials()
+    assert [t.user_attrs["seed"] for t in confirm] == [100, 101, 102, 103]
+    assert all(t.user_attrs["source_trial"] == 2 for t in confirm)
+    table = counts(study, storage, "confirm").set_index("loss")
+    assert table.loc["ns_gan", "to_do"] == 4
+    assert table.loc["wgan_gp", "to_do"] == 0 and table.loc["wgan_gp", "skipped"] == "no completed search trial"
+
+    claimed = []
+    while (next_trial := claim(study, storage, tmp_path, "confirm")) is not None:
+        part, trial = next_trial
+        claimed.append((part.stage, part.loss, trial.user_attrs["seed"]))
+        assert trial.params == search[2].params
+        trial.set_user_attr("status", "completed")
+        trial.study.tell(trial, 1.0)
+    assert claimed == [("confirm", "ns_gan", seed) for seed in (100, 101, 102, 103)]
+
+
+def test_confirm_stage_refuses_an_unfinished_search(tmp_path):
+    study = load_study(write(tmp_path, changed(stages=["search", "confirm"])))
+    prepare(study, tmp_path)
+    with pytest.raises(BenchError, match="run the search stage first"):
+        prepare(study, tmp_path, "confirm")
+
+
+def test_run_stage_must_be_one_of_the_studys(tmp_path, capsys):
+    assert main(["run", str(write(tmp_path, GOOD)), "--stage", "confirm", "--results", str(tmp_path / "r")]) == 2
+    assert "--stage: the study has no confirm stage" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_are_gans_equal_plans_the_papers_study():
+    study = load_study("studies/are_gans_equal.yaml")
+    search, confirm = study.plan("search"), study.plan("confirm")
+    assert set(study.losses) == {"mm_gan", "ns_gan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"}
+    assert set(study.datasets) == {"mnist", "fashion_mnist", "cifar10", "celeba"}
+    assert len(search) == 8 * 4 and sum(p.trials for p in search) == 8 * 4 * 100
+    assert len(confirm) == 8 * 4 and sum(p.trials for p in confirm) == 8 * 4 * 50
+    assert study.stages == ["search", "confirm"] and study.batch_size == 64 and study.z_dim == 64
+    assert study.z_dist == "uniform" and study.defaults and study.metrics.extractor == "inception"
+    assert study.metrics.num_samples == 10000
+    # The paper's budgets: 20 epochs of 50k images (MNIST, Fashion), 100 of 50k (CIFAR-10), 40 of 162k (CelebA).
+    steps = {d: study.trial_fields(d, "ns_gan") for d in study.datasets}
+    assert {d: f["steps"] for d, f in steps.items()} == {"mnist": 15625, "fashion_mnist": 15625,
+                                                        "cifar10": 78125, "celeba": 101250}
+    assert steps["mnist"]["eval_steps"] == [3906, 7812, 11718, 15625]  # every 5 of the 20 epochs
+    assert len(steps["cifar10"]["eval_steps"]) == 20 and len(steps["celeba"]["eval_steps"]) == 8
+
+
+@pytest.mark.parametrize("name", ["are_gans_equal", "are_gans_equal_narrow", "are_gans_equal_mini"])
+def test_paper_studies_validate(name):
+    study = load_study(f"studies/{name}.yaml")
+    assert study.stages == ["search", "confirm"]
+    assert len(study.losses) == 8
