@@ -6,7 +6,8 @@ terms use softplus, which stays finite where log(sigmoid(t)) would underflow:
     -log sigmoid(t) = softplus(-t)        -log(1 - sigmoid(t)) = softplus(t)
 
 The caller decides what is detached: D's loss is normally computed on D(G(z).detach()), G's on D(G(z)).
-BEGAN's discriminator is an autoencoder, so it does not fit this signature and has its own functions.
+BEGAN's discriminator is an autoencoder, so it does not fit this signature and has its own functions;
+so does the paper's VAE baseline, whose "discriminator" is its encoder.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, Mapping
+from typing import Callable, Literal, Mapping
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from bench import BenchError
+from bench.models import DiscriminatorKind
 
 LossFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -96,14 +98,28 @@ def began_convergence(real_error: float, fake_error: float, gamma: float) -> flo
     return real_error + abs(gamma * real_error - fake_error)
 
 
+def vae_loss(x: Tensor, reconstruction: Tensor, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
+    """The VAE's negative ELBO (Kingma & Welling 2014) as (reconstruction term, KL term), each a batch mean.
+
+    The decoder's pixels are Bernoulli probabilities, so the reconstruction term is the binary cross-entropy
+    summed over pixels; the KL of q(z|x) = N(mu, diag(exp(logvar))) from the prior N(0, I) is summed over
+    latent dimensions. The loss to minimise is their sum. F.binary_cross_entropy clamps its logarithms at
+    -100, so a saturated sigmoid pixel gives a large but finite term rather than inf.
+    """
+    reconstruction_term = F.binary_cross_entropy(reconstruction, x, reduction="none").flatten(1).sum(1).mean()
+    kl_term = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1).mean()
+    return reconstruction_term, kl_term
+
+
 @dataclass(frozen=True)
 class LossSpec:
     name: str
-    fn: LossFn | None  # None only for began (autoencoder D, see began_losses)
+    fn: LossFn | None  # None exactly when D is not a critic: began and vae have their own functions
     description: str  # one line, shown by `gan-bench losses`
     penalty: str | None = None  # name of a penalty in bench.penalties, added to D's loss weighted by gp_lambda
     weight_clip: bool = False  # WGAN: clip D's weights to [-clip, clip] after each D step
-    autoencoder: bool = False  # BEGAN
+    discriminator: DiscriminatorKind = "critic"  # what D is: a critic of raw scores, BEGAN's autoencoder, an encoder
+    latent: Literal["uniform", "normal"] | None = None  # a latent distribution the loss requires, overriding z_dist
     defaults: Mapping[str, float | int] = field(default_factory=dict)  # the authors' default hyperparameters
 
 
@@ -146,8 +162,19 @@ LOSSES: dict[str, LossSpec] = {
             "began",
             None,
             "boundary equilibrium GAN: autoencoder D balanced by a control variable k",
-            autoencoder=True,
+            discriminator="autoencoder",
             defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=1, began_gamma=0.5, began_lambda_k=1e-3),
+        ),
+        # The paper's non-adversarial baseline, listed as a loss so it sits in the same tables. One step is one
+        # Adam update of encoder and decoder together, so n_disc, d_batchnorm, the penalties and r1_gamma do not
+        # apply; the encoder's KL term is reported as d_loss and the decoder's reconstruction term as g_loss.
+        LossSpec(
+            "vae",
+            None,
+            "VAE baseline: Gaussian encoder as D, Bernoulli decoder as G; d_loss = KL, g_loss = reconstruction BCE",
+            discriminator="encoder",
+            latent="normal",  # the prior: decoding z ~ N(0, I) is how a VAE samples
+            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999),
         ),
     ]
 }

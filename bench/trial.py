@@ -41,7 +41,7 @@ class TrialConfig(BaseModel):
     eval_steps: list[int] | None = Field(None, description="steps at which to score; None: the last step")
     batch_size: int = Field(64, ge=2)
     z_dim: int = Field(64, ge=1)
-    z_dist: Literal["uniform", "normal"] = "uniform"
+    z_dist: Literal["uniform", "normal"] = "uniform"  # resolved to the loss's own latent if it has one (vae: normal)
     lr: float | None = Field(None, gt=0)
     beta1: float | None = Field(None, ge=0, lt=1)
     beta2: float | None = Field(None, ge=0, lt=1)
@@ -101,6 +101,7 @@ class TrialConfig(BaseModel):
         filled: dict[str, Any] = {
             "image_size": self.image_size or data.default_size(self.dataset),
             "eval_steps": sorted(set(self.eval_steps or [self.steps])),
+            "z_dist": spec.latent or self.z_dist,
         }
         for name in HYPERPARAMETERS:
             if getattr(self, name) is None:
@@ -171,7 +172,8 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
     spec = losses.get(config.loss)
     penalty = penalties.get(spec.penalty) if spec.penalty else None
     torch.manual_seed(config.seed)  # model initialisation
-    G, D = models.build(config.model, dataset.image_shape, config.z_dim, spec.autoencoder, config.d_batchnorm)
+    # For the VAE, D is its encoder and G its decoder.
+    G, D = models.build(config.model, dataset.image_shape, config.z_dim, spec.discriminator, config.d_batchnorm)
     G, D = G.to(device), D.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
@@ -211,46 +213,64 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
                unit="step", dynamic_ncols=True)
     tick = time.perf_counter()
     for step in range(start + 1, config.steps + 1):
-        # Discriminator: n_disc steps on fresh real and fake batches.
-        D.requires_grad_(True)
-        for i in range(config.n_disc):
+        if spec.discriminator == "encoder":
+            # VAE: one step is one update of encoder (D) and decoder (G) on one real batch. Adam is per parameter,
+            # so D's and G's optimizers stepped together are one Adam over both; rows get d_loss = KL term and
+            # g_loss = reconstruction term.
             x = real_batch()
-            # The last D step's fake batch is kept, with its graph, for the G step (one G forward per batch).
-            with torch.set_grad_enabled(i == config.n_disc - 1), amp():
-                fake = G(sample_latent(config.batch_size, config.z_dim, config.z_dist, rng))
             with amp():
-                if spec.autoencoder:  # BEGAN: D is an autoencoder, its "score" a reconstruction error
-                    real_error = losses.reconstruction_error(x, D(x))
-                    fake_error = losses.reconstruction_error(fake.detach(), D(fake.detach()))
-                    d_loss, _ = losses.began_losses(real_error, fake_error, k)
-                else:
-                    real_scores = D(x)
-                    d_loss, _ = spec.fn(real_scores, D(fake.detach()))
-                    if penalty is not None:
-                        d_loss = d_loss + config.gp_lambda * penalty(D, x, fake.detach(), rng)
-                    if config.r1_gamma:
-                        d_loss = d_loss + config.r1_gamma / 2 * penalties.r1_penalty(D, x)
+                mu, logvar = D(x)
+                # Reparameterisation: z ~ q(z|x) as a differentiable function of (mu, logvar).
+                z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=rng, device=device)
+                reconstruction = G(z)
+            # Outside autocast, which refuses binary_cross_entropy, and in float32: under amp the outputs are bfloat16.
+            g_loss, d_loss = losses.vae_loss(x, reconstruction.float(), mu.float(), logvar.float())
             opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
+            opt_g.zero_grad(set_to_none=True)
+            (g_loss + d_loss).backward()
             opt_d.step()
-            if spec.weight_clip:
-                penalties.clip_weights(D, config.clip)
+            opt_g.step()
+        else:
+            # Discriminator: n_disc steps on fresh real and fake batches.
+            D.requires_grad_(True)
+            for i in range(config.n_disc):
+                x = real_batch()
+                # The last D step's fake batch is kept, with its graph, for the G step (one G forward per batch).
+                with torch.set_grad_enabled(i == config.n_disc - 1), amp():
+                    fake = G(sample_latent(config.batch_size, config.z_dim, config.z_dist, rng))
+                with amp():
+                    if spec.discriminator == "autoencoder":  # BEGAN: D's "score" is a reconstruction error
+                        real_error = losses.reconstruction_error(x, D(x))
+                        fake_error = losses.reconstruction_error(fake.detach(), D(fake.detach()))
+                        d_loss, _ = losses.began_losses(real_error, fake_error, k)
+                    else:
+                        real_scores = D(x)
+                        d_loss, _ = spec.fn(real_scores, D(fake.detach()))
+                        if penalty is not None:
+                            d_loss = d_loss + config.gp_lambda * penalty(D, x, fake.detach(), rng)
+                        if config.r1_gamma:
+                            d_loss = d_loss + config.r1_gamma / 2 * penalties.r1_penalty(D, x)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                if spec.weight_clip:
+                    penalties.clip_weights(D, config.clip)
 
-        # Generator: D is frozen so its parameter gradients are not computed for nothing.
-        D.requires_grad_(False)
-        with amp():
-            if spec.autoencoder:
-                fake_error = losses.reconstruction_error(fake, D(fake))
-                _, g_loss = losses.began_losses(real_error.detach(), fake_error, k)
-            else:
-                # Every built-in g_loss depends on fake scores only; custom losses see the last D step's real scores.
-                _, g_loss = spec.fn(real_scores.detach(), D(fake))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        if spec.autoencoder:
-            k = losses.began_update_k(k, real_error.item(), fake_error.item(), config.began_gamma,
-                                      config.began_lambda_k)
+            # Generator: D is frozen so its parameter gradients are not computed for nothing.
+            D.requires_grad_(False)
+            with amp():
+                if spec.discriminator == "autoencoder":
+                    fake_error = losses.reconstruction_error(fake, D(fake))
+                    _, g_loss = losses.began_losses(real_error.detach(), fake_error, k)
+                else:
+                    # Every built-in g_loss uses fake scores only; custom losses see the last D step's real scores.
+                    _, g_loss = spec.fn(real_scores.detach(), D(fake))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            if spec.discriminator == "autoencoder":
+                k = losses.began_update_k(k, real_error.item(), fake_error.item(), config.began_gamma,
+                                          config.began_lambda_k)
 
         if not torch.isfinite(d_loss.detach() + g_loss.detach()):
             status = "diverged"  # no metric is made up for a diverged run: its earlier evaluations stand

@@ -93,7 +93,7 @@ def test_cross_entropy_losses_stay_finite_for_extreme_scores(name):
 
 
 def test_names_in_listing_order():
-    assert losses.names() == ["mm_gan", "ns_gan", "lsgan", "wgan", "wgan_gp", "dragan", "hinge", "began"]
+    assert losses.names() == ["mm_gan", "ns_gan", "lsgan", "wgan", "wgan_gp", "dragan", "hinge", "began", "vae"]
 
 
 @pytest.mark.parametrize("name", losses.names())
@@ -101,7 +101,7 @@ def test_every_name_resolves(name):
     spec = losses.get(name)
     assert spec.name == name
     assert spec.description and "\n" not in spec.description
-    assert (spec.fn is None) == spec.autoencoder
+    assert (spec.fn is None) == (spec.discriminator != "critic")
 
 
 def test_special_entries():
@@ -110,7 +110,9 @@ def test_special_entries():
     assert losses.get("dragan").penalty == "dragan"
     assert losses.get("dragan").fn is losses.ns_gan
     assert losses.get("wgan").weight_clip
-    assert losses.get("began").autoencoder and losses.get("began").fn is None
+    assert losses.get("began").discriminator == "autoencoder" and losses.get("began").fn is None
+    assert losses.get("vae").discriminator == "encoder" and losses.get("vae").latent == "normal"
+    assert all(losses.get(n).latent is None for n in losses.names() if n != "vae")
     plain = ["mm_gan", "ns_gan", "lsgan", "hinge"]
     assert all(losses.get(n).penalty is None and not losses.get(n).weight_clip for n in plain)
     assert not losses.get("wgan_gp").weight_clip
@@ -126,13 +128,14 @@ EXPECTED_DEFAULTS = {
     "wgan_gp": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.9, "n_disc": 5, "gp_lambda": 10},
     "dragan": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "gp_lambda": 10},
     "began": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "began_gamma": 0.5, "began_lambda_k": 1e-3},
+    "vae": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.999},  # no n_disc: one step updates encoder and decoder
 }
 
 
 @pytest.mark.parametrize("name", losses.names())
 def test_defaults(name):
     defaults = losses.get(name).defaults
-    assert {"lr", "beta1", "n_disc"} <= set(defaults)
+    assert {"lr", "beta1", "beta2"} <= set(defaults)
     assert dict(defaults) == EXPECTED_DEFAULTS[name]
 
 
@@ -180,7 +183,7 @@ def test_custom_loss_is_imported_and_runs(custom_package):
     spec = losses.get(name)
     assert spec.name == name
     assert spec.description == f"custom loss {name}"
-    assert spec.penalty is None and not spec.weight_clip and not spec.autoencoder
+    assert spec.penalty is None and not spec.weight_clip and spec.discriminator == "critic" and spec.latent is None
     d_loss, g_loss = spec.fn(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]))
     assert d_loss.item() == pytest.approx(2.5)
     assert g_loss.item() == pytest.approx(-2.0)
@@ -236,3 +239,55 @@ def test_reconstruction_error():
     error = losses.reconstruction_error(x, reconstruction)
     assert error.shape == ()
     assert error.item() == pytest.approx(np.abs(x.numpy() - reconstruction.numpy()).mean(), abs=1e-12)
+
+
+def _vae_reference(x: np.ndarray, p: np.ndarray, mu: np.ndarray, logvar: np.ndarray) -> tuple[float, float]:
+    bce = -(x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(len(x), -1).sum(1).mean()
+    kl = (0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)).sum(1).mean()
+    return bce, kl
+
+
+def _vae_inputs(seed: int = 4) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(5, 1, 6, 6, generator=gen, dtype=torch.float64)  # grey levels, not only 0 and 1
+    reconstruction = torch.rand(5, 1, 6, 6, generator=gen, dtype=torch.float64) * 0.98 + 0.01
+    mu = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    logvar = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    return x, reconstruction, mu, logvar
+
+
+def test_vae_loss_matches_numpy_formula():
+    x, reconstruction, mu, logvar = _vae_inputs()
+    reconstruction_term, kl_term = losses.vae_loss(x, reconstruction, mu, logvar)
+    assert reconstruction_term.shape == kl_term.shape == ()
+    bce_ref, kl_ref = _vae_reference(x.numpy(), reconstruction.numpy(), mu.numpy(), logvar.numpy())
+    assert reconstruction_term.item() == pytest.approx(bce_ref, abs=1e-6)
+    assert kl_term.item() == pytest.approx(kl_ref, abs=1e-6)
+
+
+def test_vae_kl_is_zero_at_the_prior():
+    x, reconstruction, _, _ = _vae_inputs()
+    _, kl_term = losses.vae_loss(x, reconstruction, torch.zeros(5, 3), torch.zeros(5, 3))
+    assert kl_term.item() == 0
+
+
+def test_vae_gradient_directions():
+    x, reconstruction, mu, logvar = _vae_inputs()
+    reconstruction.requires_grad_(True)
+    mu.requires_grad_(True)
+    reconstruction_term, kl_term = losses.vae_loss(x, reconstruction, mu, logvar)
+    (d_reconstruction,) = torch.autograd.grad(reconstruction_term, reconstruction)
+    # Descending the BCE moves every pixel toward its target.
+    assert ((d_reconstruction * (reconstruction - x)) > 0).all()
+    (d_mu,) = torch.autograd.grad(kl_term, mu)
+    # A larger |mu| costs more KL.
+    assert ((d_mu * mu) > 0).all()
+
+
+def test_vae_loss_stays_finite_for_saturated_pixels():
+    # A sigmoid saturates to exactly 0 or 1 in float32; a wrong pixel then costs a bounded amount, not inf.
+    x = torch.tensor([[0.0, 1.0, 0.5]])
+    reconstruction = torch.tensor([[1.0, 0.0, 1.0]], requires_grad=True)
+    reconstruction_term, _ = losses.vae_loss(x, reconstruction, torch.zeros(1, 2), torch.zeros(1, 2))
+    assert torch.isfinite(reconstruction_term)
+    assert torch.isfinite(torch.autograd.grad(reconstruction_term, reconstruction)[0]).all()

@@ -1,6 +1,7 @@
 """A trial end to end on CPU: determinism, outputs, divergence, resume, every loss and model."""
 
 import json
+import math
 import warnings
 
 import pytest
@@ -48,8 +49,9 @@ def test_exploding_learning_rate_is_marked_diverged(tmp_path):
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"
 
 
-def test_interrupted_trial_resumes_to_the_same_metrics(tmp_path, monkeypatch):
-    config = TrialConfig(**SMALL, loss="wgan_gp")
+@pytest.mark.parametrize("loss", ["wgan_gp", "vae"])
+def test_interrupted_trial_resumes_to_the_same_metrics(tmp_path, monkeypatch, loss):
+    config = TrialConfig(**SMALL, loss=loss)
     reference = run_trial(config, tmp_path / "whole")
 
     calls = []
@@ -93,6 +95,30 @@ def test_wgan_clips_the_discriminator(tmp_path):
 
 def test_infogan_model_trains(tmp_path):
     config = TrialConfig(dataset="digits", model="infogan", loss="wgan_gp", n_disc=1, d_batchnorm=True, steps=3,
+                         metrics={"num_samples": 100})
+    result = run_trial(config, tmp_path)
+    assert result.status == "completed" and result.rows[0]["fid"] > 0
+
+
+def test_vae_trains_and_samples_from_its_prior(tmp_path):
+    result = run_trial(TrialConfig(dataset="digits", loss="vae", steps=100, eval_steps=[50, 100],
+                                   metrics={"num_samples": 200}), tmp_path)
+    assert result.status == "completed" and [row["step"] for row in result.rows] == [50, 100]
+    assert all(math.isfinite(row["fid"]) and row["fid"] > 0 for row in result.rows)
+    assert all(row["d_loss"] >= 0 and row["g_loss"] > 0 for row in result.rows)  # KL and BCE
+    assert json.loads((tmp_path / "result.json").read_text())["config"]["z_dist"] == "normal"
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert any(name.startswith("head.") for name in checkpoint["D"])  # D's slot holds the encoder
+
+
+def test_vae_latent_is_normal_whatever_z_dist_says():
+    assert TrialConfig(loss="vae", z_dist="uniform").resolved().z_dist == "normal"
+    assert TrialConfig(loss="ns_gan", z_dist="normal").resolved().z_dist == "normal"
+    assert TrialConfig(loss="ns_gan").resolved().z_dist == "uniform"
+
+
+def test_dcgan_model_trains(tmp_path):
+    config = TrialConfig(dataset="digits", model="dcgan", image_size=16, d_batchnorm=True, steps=5,
                          metrics={"num_samples": 100})
     result = run_trial(config, tmp_path)
     assert result.status == "completed" and result.rows[0]["fid"] > 0

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bench import BenchError
+from bench.models.common import GaussianEncoder
 
 
 def check_shape(image_shape: tuple[int, int, int]) -> None:
@@ -47,17 +48,21 @@ def _deconv_decoder(c: int, h: int, w: int, z_dim: int) -> nn.Sequential:
     )
 
 
+def _body(image_shape: tuple[int, int, int], batchnorm: bool) -> list[nn.Module]:
+    """D without its output layer: images to 1024 features."""
+    c, h, w = image_shape
+    return [
+        _conv_encoder(c, batchnorm),
+        nn.Linear(128 * (h // 4) * (w // 4), 1024),
+        nn.BatchNorm1d(1024) if batchnorm else nn.Identity(),
+        nn.LeakyReLU(0.2),
+    ]
+
+
 class Discriminator(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], batchnorm: bool):
         super().__init__()
-        c, h, w = image_shape
-        self.net = nn.Sequential(
-            _conv_encoder(c, batchnorm),
-            nn.Linear(128 * (h // 4) * (w // 4), 1024),
-            nn.BatchNorm1d(1024) if batchnorm else nn.Identity(),
-            nn.LeakyReLU(0.2),
-            nn.Linear(1024, 1),
-        )
+        self.net = nn.Sequential(*_body(image_shape, batchnorm), nn.Linear(1024, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
@@ -87,3 +92,7 @@ def discriminator(image_shape: tuple[int, int, int], batchnorm: bool) -> nn.Modu
 
 def autoencoder(image_shape: tuple[int, int, int]) -> nn.Module:
     return AutoEncoder(image_shape)
+
+
+def encoder(image_shape: tuple[int, int, int], z_dim: int) -> nn.Module:
+    return GaussianEncoder(nn.Sequential(*_body(image_shape, batchnorm=False)), 1024, z_dim)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from bench.models.common import GaussianEncoder
+
 HIDDEN = 256
 
 
@@ -33,18 +35,22 @@ class Generator(nn.Module):
         return self.net(z).view(-1, *self.image_shape)
 
 
+def _body(image_shape: tuple[int, int, int], batchnorm: bool) -> list[nn.Module]:
+    """D without its output layer: images to HIDDEN features."""
+    return [
+        nn.Flatten(),
+        nn.Linear(math.prod(image_shape), HIDDEN),
+        nn.LeakyReLU(0.2),
+        nn.Linear(HIDDEN, HIDDEN),
+        nn.BatchNorm1d(HIDDEN) if batchnorm else nn.Identity(),
+        nn.LeakyReLU(0.2),
+    ]
+
+
 class Discriminator(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], batchnorm: bool):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(math.prod(image_shape), HIDDEN),
-            nn.LeakyReLU(0.2),
-            nn.Linear(HIDDEN, HIDDEN),
-            nn.BatchNorm1d(HIDDEN) if batchnorm else nn.Identity(),
-            nn.LeakyReLU(0.2),
-            nn.Linear(HIDDEN, 1),
-        )
+        self.net = nn.Sequential(*_body(image_shape, batchnorm), nn.Linear(HIDDEN, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
@@ -81,3 +87,7 @@ def discriminator(image_shape: tuple[int, int, int], batchnorm: bool) -> nn.Modu
 
 def autoencoder(image_shape: tuple[int, int, int]) -> nn.Module:
     return AutoEncoder(image_shape)
+
+
+def encoder(image_shape: tuple[int, int, int], z_dim: int) -> nn.Module:
+    return GaussianEncoder(nn.Sequential(*_body(image_shape, batchnorm=False)), HIDDEN, z_dim)
