@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         """The classic NS-GAN loop; returns (seconds of the step loop, trained G)."""
         real = dataset.train.to(device)
         torch.manual_seed(resolved.seed)
-        G, D = models.build(resolved.model, dataset.image_shape, resolved.z_dim, autoencoder_d=False,
+        G, D = models.build(resolved.model, dataset.image_shape, resolved.z_dim,
                             d_batchnorm=resolved.d_batchnorm)
         G, D = G.to(device), D.to(device)
         opt_g = torch.optim.Adam(G.parameters(), lr=resolved.lr, betas=(resolved.beta1, resolved.beta2))
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
 
     # ---- Part 2: scoring a trial vs feature extraction alone, with gan-bench's trained generator.
-    G, _ = models.build(resolved.model, dataset.image_shape, resolved.z_dim, autoencoder_d=False,
+    G, _ = models.build(resolved.model, dataset.image_shape, resolved.z_dim,
                         d_batchnorm=resolved.d_batchnorm)
     G.load_state_dict(trained_state)
     G = G.to(device).eval()
