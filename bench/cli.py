@@ -15,6 +15,8 @@ from bench import BenchError
 
 
 def _trial_config(args: argparse.Namespace):
+    import yaml
+
     from bench.trial import TrialConfig
 
     fields = {name: getattr(args, name) for name in (
@@ -25,6 +27,13 @@ def _trial_config(args: argparse.Namespace):
         if args.eval_every < 1:
             raise BenchError(f"--eval-every: must be a positive number of steps, got {args.eval_every}")
         fields["eval_steps"] = sorted(set(range(args.eval_every, args.steps + 1, args.eval_every)) | {args.steps})
+    options = {}
+    for option in args.dataset_option:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--dataset-option: expected KEY=VALUE, got {option!r}")
+        options[key] = yaml.safe_load(value)
+    fields["dataset_options"] = options
     metrics = {"extractor": args.extractor, "num_samples": args.num_samples, "inception_weights": args.inception_weights}
     return TrialConfig(**{k: v for k, v in fields.items() if v is not None},
                        metrics={k: v for k, v in metrics.items() if v is not None})
@@ -164,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     trial = sub.add_parser("trial", help="train and score one configuration")
     trial.add_argument("--dataset", default="digits")
+    trial.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="a dataset option, e.g. path=/data/faces for --dataset folder (repeatable)")
     trial.add_argument("--loss", default="ns_gan", help="a name from `gan-bench losses`, or package.module:function")
     trial.add_argument("--steps", type=int, default=500, help="generator steps")
     trial.add_argument("--model", default="mlp", help="mlp, infogan or dcgan")

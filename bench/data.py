@@ -139,6 +139,11 @@ def _resolve(name: str, image_size: int | None, options: dict[str, Any]) -> tupl
     return entry, size
 
 
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Raises a one-line BenchError if `name` is not a dataset or has no option of one of these names."""
+    _resolve(name, None, options)
+
+
 def load(name: str, image_size: int | None = None, **options: Any) -> Dataset:
     """Dataset `name` at image_size×image_size (default: `default_size(name)`); never downloads.
 

@@ -38,7 +38,8 @@ def missing(study: Study) -> list[str]:
     problems = []
     for dataset in study.datasets:
         try:
-            data.check_available(dataset, image_size(study, dataset))
+            options = study.dataset_options.get(dataset, {})
+            data.check_available(dataset, image_size(study, dataset), **options)
         except BenchError as error:
             problems.append(str(error))
     if study.metrics.extractor == "inception" and not inception_weights_path(study.metrics).is_file():
@@ -75,8 +76,8 @@ def prepare(study: Study, download: bool, log: Callable[[str], None] = print) ->
         log(f"downloading the Inception weights to {weights}")
         download_inception_weights(weights)
     for name in study.datasets:
-        size = image_size(study, name)
-        dataset = data.fetch(name, size) if download else data.load(name, size)
+        size, options = image_size(study, name), study.dataset_options.get(name, {})
+        dataset = data.fetch(name, size, **options) if download else data.load(name, size, **options)
         log(f"{name}: {len(dataset.train)} train and {len(dataset.test)} test images at "
             f"{'×'.join(map(str, dataset.image_shape))} (data root {data.data_root()})")
         scorer = Scorer(study.metrics, dataset, device)

@@ -161,6 +161,7 @@ class Study(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     datasets: list[str] = Field(min_length=1)
+    dataset_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per dataset, its options")
     losses: list[str] = Field(min_length=1)
     model: str = "mlp"
     model_per_dataset: dict[str, str] = Field(default_factory=dict)
@@ -224,9 +225,15 @@ class Study(BaseModel):
         for name in [self.model, *self.model_per_dataset.values()]:
             if name not in models.names():
                 raise ValueError(f"model: unknown model {name!r}; valid: {', '.join(models.names())}")
-        for dataset in self.model_per_dataset:
-            if dataset not in self.datasets:
-                raise ValueError(f"model_per_dataset.{dataset}: not one of the study's datasets")
+        for field in ("model_per_dataset", "dataset_options"):
+            for dataset in getattr(self, field):
+                if dataset not in self.datasets:
+                    raise ValueError(f"{field}.{dataset}: not one of the study's datasets")
+        for dataset, options in self.dataset_options.items():
+            try:
+                data.check_options(dataset, options)
+            except BenchError as error:
+                raise ValueError(f"dataset_options.{dataset}: {error}") from None
         for loss, space in self.loss_search_space.items():
             if loss not in self.losses:
                 raise ValueError(f"loss_search_space.{loss}: not one of the study's losses")
@@ -254,7 +261,8 @@ class Study(BaseModel):
     def trial_fields(self, dataset: str, loss: str) -> dict[str, Any]:
         """Everything of a TrialConfig except the sampled hyperparameters and the seed."""
         return {
-            "dataset": dataset, "loss": loss, "model": self.model_per_dataset.get(dataset, self.model),
+            "dataset": dataset, "dataset_options": self.dataset_options.get(dataset, {}), "loss": loss,
+            "model": self.model_per_dataset.get(dataset, self.model),
             "image_size": self.image_size, "batch_size": self.batch_size, "z_dim": self.z_dim,
             "z_dist": self.z_dist, "steps": self.budget.steps_for(dataset),
             "eval_steps": self.budget.eval_steps(dataset), "device": self.device, "metrics": self.metrics,

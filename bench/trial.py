@@ -34,6 +34,7 @@ class TrialConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = "digits"
+    dataset_options: dict[str, Any] = Field(default_factory=dict, description="the dataset loader's options")
     image_size: int | None = Field(None, ge=8, description="square image side; None: the dataset's default")
     model: str = "mlp"
     loss: str = "ns_gan"
@@ -89,6 +90,7 @@ class TrialConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrialConfig:
+        data.check_options(self.dataset, self.dataset_options)
         if self.eval_steps is not None and (not self.eval_steps or any(not 1 <= s <= self.steps for s in self.eval_steps)):
             raise ValueError(f"eval_steps must be a non-empty list of steps in 1..{self.steps}")
         size = self.image_size or data.default_size(self.dataset)
@@ -168,7 +170,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
         warnings.warn("amp is for CUDA only (bfloat16 autocast is ~15× slower on CPU): training in float32")
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
 
-    dataset = data.load(config.dataset, config.image_size)
+    dataset = data.load(config.dataset, config.image_size, **config.dataset_options)
     spec = losses.get(config.loss)
     penalty = penalties.get(spec.penalty) if spec.penalty else None
     torch.manual_seed(config.seed)  # model initialisation

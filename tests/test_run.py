@@ -106,3 +106,32 @@ def test_workers_are_pinned_one_gpu_each(monkeypatch):
     assert visible_gpus() == ["0", "1"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert visible_gpus() == ["3", "5"]
+
+
+def test_mini_paper_study_runs_both_stages_end_to_end(tmp_path):
+    """studies/are_gans_equal_mini.yaml at test size: the same 8 models, 2 datasets and 2 stages, a few steps."""
+    study = yaml.safe_load(open("studies/are_gans_equal_mini.yaml"))
+    study.update(budget={"samples": 2, "steps": 8, "evaluations": 1}, confirm={"runs": 2, "first_seed": 1000},
+                 dataset_options={"polygons": {"n_train": 600, "n_test": 200}},
+                 metrics={"extractor": "domain", "num_samples": 50, "kid": False, "isc": True})
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(study))
+    results = tmp_path / "out"
+    run = gan_bench("run", str(tmp_path / "mini.yaml"), "--results", str(results), "--no-progress", timeout=900)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("\nconfirm ") == 16  # the final counts cover both stages
+    table = pd.read_csv(results / "results.csv")
+    search, confirm = table[table["stage"] == "search"], table[table["stage"] == "confirm"]
+    assert search.groupby(["dataset", "loss"])["trial"].nunique().to_dict() == {
+        (d, l): 2 for d in ("digits", "polygons") for l in study["losses"]}
+    # Each pair's confirm runs re-train its best search trial (lowest best FID) with the confirm seeds.
+    best = search.dropna(subset=["fid"]).groupby(["dataset", "loss", "trial"])["fid"].min()
+    for (dataset, loss), group in confirm.groupby(["dataset", "loss"]):
+        source = best.loc[dataset, loss].idxmin()
+        assert set(group["source_trial"]) == {source}
+        assert sorted(group["seed"]) == [1000, 1001]
+        chosen = search[(search["dataset"] == dataset) & (search["loss"] == loss) & (search["trial"] == source)]
+        assert group["param_lr"].iloc[0] == chosen["param_lr"].iloc[0]
+    assert len(confirm.groupby(["dataset", "loss"])) == len(best.groupby(level=[0, 1]))
+    markdown = (results / "paper_table.md").read_text()
+    assert "| model | digits (ours) | digits (paper) | polygons (ours) | polygons (paper) |" in markdown
+    assert "| vae |" in markdown and "only the ranking of models can be compared" in markdown
