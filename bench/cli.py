@@ -97,6 +97,22 @@ def _steps(study) -> str:
     return " / ".join(f"{d}: {n:,}" for d, n in steps.items()) if isinstance(steps, dict) else f"{steps:,}"
 
 
+def _executor(study, args: argparse.Namespace):
+    """The study's executor, or the other kind if --executor asks for it (with that kind's defaults)."""
+    from bench.study import LocalExecutor, SlurmExecutor
+
+    executor = study.executor
+    if args.executor == "slurm" and not isinstance(executor, SlurmExecutor):
+        executor = SlurmExecutor(name="slurm", workers=args.workers or executor.workers)
+    elif args.executor == "local" and not isinstance(executor, LocalExecutor):
+        executor = LocalExecutor(workers=args.workers or 1)
+    elif args.workers and isinstance(executor, SlurmExecutor):
+        executor = executor.model_copy(update={"workers": args.workers})
+    if args.detach and not isinstance(executor, SlurmExecutor):
+        raise BenchError("--detach: only a SLURM study can detach (executor slurm, or --executor slurm)")
+    return executor
+
+
 def _stages(study, args: argparse.Namespace) -> list[str]:
     if args.stage is None:
         return study.stages
@@ -110,10 +126,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bench import executors, prefetch, report, runner
     from bench.io import atomic_write_text
-    from bench.study import load_study
+    from bench.study import SlurmExecutor, load_study
 
     study = load_study(Path(args.study))
     stages = _stages(study, args)
+    executor = _executor(study, args)
+    if isinstance(executor, SlurmExecutor):
+        executors.check_slurm(executor)  # before anything is written or submitted
     results_dir = _results_dir(study, args)
     runner.check_results_dir(study, results_dir)
     prefetch.use_data_root(args.data_root or study.data_root)
@@ -121,9 +140,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     prefetch.prepare(study, download=False, log=lambda line: None)
     results_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results_dir / "study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
-    workers = args.workers or study.executor.workers
-    for stage in stages:
-        executors.run_local(study, results_dir, workers, stage, progress=not args.no_progress)
+    if isinstance(executor, SlurmExecutor):
+        for stage in stages:
+            if executors.stage_finished(study, results_dir, stage):
+                continue
+            job_id = executors.run_slurm(study, results_dir, stage, executor, args.detach, not args.no_progress)
+            if args.detach:
+                later = " (then run this command again for the next stage)" if stage != stages[-1] else ""
+                print(f"detached: follow with `gan-bench status {results_dir} --wait`{later}; "
+                      f"cancel with `scancel {job_id}`")
+                return 0
+    else:
+        for stage in stages:
+            executors.run_local(study, results_dir, stage, args.workers, progress=not args.no_progress)
     print(runner.counts(study, runner.open_storage(study, results_dir)).to_string(index=False))
     paths = report.write_report(results_dir)
     print(f"results: {results_dir / 'results.csv'}\nreport:  " + "\n         ".join(str(p) for p in paths))
@@ -150,12 +179,24 @@ def _saved_study(results_dir: Path):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bench import runner
+    from bench import executors, report, runner
 
     results_dir = Path(args.results_dir)
     study = _saved_study(results_dir)
+    jobs = executors.submitted_jobs(results_dir)
+    if args.wait and jobs:  # re-attach to a detached SLURM run
+        job = jobs[-1]
+        executors.follow(study, results_dir, job["stage"], lambda: executors.active_tasks(job["job_id"]) > 0,
+                         progress=True)
+        if not runner.results_table(study, runner.open_storage(study, results_dir)).empty:
+            report.write_report(results_dir)
     table = runner.counts(study, runner.open_storage(study, results_dir))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for job in jobs:
+        active = executors.active_tasks(job["job_id"])
+        ended = ", ".join(f"{n} {state}" for state, n in executors.task_states(job["job_id"]).items())
+        print(f"SLURM array job {job['job_id']} ({job['stage']}, {job['tasks']} tasks): {active} queued or running"
+              f"{'; ' + ended if ended else ''}; logs in {job['log_dir']}")
     return 0
 
 
@@ -207,8 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run (or continue) a study")
     run.add_argument("study", help="a study YAML file")
-    run.add_argument("--workers", type=int, help="local worker processes (default: the study's executor.workers)")
+    run.add_argument("--workers", type=int, help="worker processes or SLURM array tasks (default: the study's "
+                                                 "executor.workers)")
     run.add_argument("--results", help="results folder (default: results/STUDY_NAME)")
+    run.add_argument("--executor", choices=["local", "slurm"], help="override the study's executor")
+    run.add_argument("--detach", action="store_true", help="SLURM: submit and return; follow with `gan-bench status "
+                                                           "RESULTS --wait`")
     run.add_argument("--stage", choices=["search", "confirm"], help="run one stage (default: all of the study's)")
     run.add_argument("--data-root", help="raw datasets and their caches (default: the study's data_root, "
                                          "else $GAN_BENCH_DATA, else ~/.cache/gan-bench/data)")
@@ -227,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="trials done / running / failed / diverged per (dataset, loss)")
     status.add_argument("results_dir")
+    status.add_argument("--wait", action="store_true", help="follow a detached SLURM run until its tasks end")
     status.set_defaults(func=cmd_status)
 
     reporting = sub.add_parser("report", help="summary tables and the FID-vs-budget plot from results.csv")

@@ -1,24 +1,40 @@
-"""Where workers run. `local`: W worker processes on this machine sharing the study's storage.
+"""Where workers run: every worker claims trials of one stage from the study's storage until none is left.
 
-On a machine with GPUs each worker is pinned to one GPU (CUDA_VISIBLE_DEVICES); on a CPU-only machine
-the cores are split between the workers, because several PyTorch processes each using every core
-slow each other down far more than they gain.
+`local`: worker processes on this machine. With GPUs each worker sees one GPU (CUDA_VISIBLE_DEVICES),
+`workers_per_gpu` per GPU; on a CPU-only machine the cores are split between the workers, because
+several PyTorch processes each using every core slow each other down far more than they gain.
+
+`slurm`: a job array through submitit, one task per *worker*, not per trial. Trials differ ten-fold in
+length (5 D steps per G step, datasets of different sizes) and a worker that pulls trials balances
+them without the scheduler's help; a TPE study proposes trials only as results arrive; and thousands
+of trials become a few dozen array tasks, which schedulers and their users prefer. A task stopped by
+its time limit or by preemption is requeued by submitit (SIGUSR2 → checkpoint → requeue); a task
+requeued by SLURM itself (`scontrol requeue`, a node failure) starts again from the top. Either way the
+new life of a task has the same array job and task id, takes back the trial it was running, and that
+trial resumes from its last checkpoint — so its metrics are the same as without the interruption.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
-from bench import runner
-from bench.study import Study
+from bench import BenchError, runner
+from bench.io import atomic_write_json
+from bench.study import LocalExecutor, SlurmExecutor, Study
+
+POLL_SECONDS = 3.0  # reading every Optuna study of a large study from the journal costs CPU the workers need
 
 
 def _die_with_parent() -> None:
@@ -53,17 +69,34 @@ def visible_gpus() -> list[str]:
                                                                               range(torch.cuda.device_count())]
 
 
-def run_local(study: Study, results_dir: Path, workers: int, stage: str = "search", progress: bool = True) -> None:
-    """Runs one stage: starts the workers and shows progress until they are done; results.csv is rewritten as
-    trials finish."""
-    storage = runner.prepare(study, results_dir, stage)
-    gpus = visible_gpus()
-    threads = 1 if gpus else max(1, (os.cpu_count() or 1) // workers)
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), stage, env, threads),
-                                 daemon=False) for env in worker_environments(workers, gpus)]
-    for process in processes:
-        process.start()
+def selected_gpus(executor: LocalExecutor, visible: list[str]) -> list[str]:
+    """The GPUs the local executor places workers on: `auto` every visible one, `none` none, or a list of indices
+    into the visible GPUs."""
+    if executor.gpus == "none":
+        return []
+    if executor.gpus == "auto":
+        return visible
+    if not visible:
+        warnings.warn(f"executor.gpus lists GPUs {executor.gpus} but none is visible: running CPU workers")
+        return []
+    for index in executor.gpus:
+        if not 0 <= index < len(visible):
+            raise BenchError(f"executor.gpus: GPU {index} is not visible; visible: 0..{len(visible) - 1}")
+    return [visible[i] for i in executor.gpus]
+
+
+def local_worker_environments(executor: LocalExecutor, visible: list[str],
+                              workers: int | None = None) -> list[dict[str, str]]:
+    """One environment per local worker: `workers_per_gpu` per selected GPU, else `workers` CPU workers
+    (`workers`, from --workers, overrides either count)."""
+    gpus = selected_gpus(executor, visible)
+    count = workers or (len(gpus) * executor.workers_per_gpu if gpus else executor.workers)
+    return worker_environments(count, gpus)
+
+
+def follow(study: Study, results_dir: Path, stage: str, running: Callable[[], bool], progress: bool) -> None:
+    """Shows the stage's progress until `running()` turns false; results.csv is rewritten as trials finish."""
+    storage = runner.open_storage(study, results_dir)
     total = sum(part.trials for part in study.plan(stage))
     label = f"{study.name} ({stage})"
     # disable=None: no bar when the output is not a terminal (a log file would fill with redraws).
@@ -71,7 +104,7 @@ def run_local(study: Study, results_dir: Path, workers: int, stage: str = "searc
     finished = -1
     try:
         while True:
-            alive = any(p.is_alive() for p in processes)
+            alive = running()
             table = runner.counts(study, storage, stage)
             done = int((table["budget"] - table["to_do"]).sum())
             if done != finished:
@@ -86,12 +119,173 @@ def run_local(study: Study, results_dir: Path, workers: int, stage: str = "searc
             bar.refresh()
             if not alive:
                 break
-            time.sleep(1.0)
+            time.sleep(POLL_SECONDS)
     finally:
         bar.close()
+    runner.write_results(study, storage, results_dir)
+
+
+def run_local(study: Study, results_dir: Path, stage: str = "search", workers: int | None = None,
+              progress: bool = True) -> None:
+    """Runs one stage with local worker processes and shows progress until they are done."""
+    executor = study.executor if isinstance(study.executor, LocalExecutor) else LocalExecutor()
+    runner.prepare(study, results_dir, stage)
+    environments = local_worker_environments(executor, visible_gpus(), workers)
+    gpus = any(environments)
+    threads = 1 if gpus else max(1, (os.cpu_count() or 1) // len(environments))
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), stage, env, threads),
+                                 daemon=False) for env in environments]
+    for process in processes:
+        process.start()
+    try:
+        follow(study, results_dir, stage, lambda: any(p.is_alive() for p in processes), progress)
+    finally:
         for process in processes:
             process.join()
-    runner.write_results(study, storage, results_dir)
     broken = [p.exitcode for p in processes if p.exitcode]
     if broken:
         raise RuntimeError(f"{len(broken)} worker(s) exited with codes {broken}; re-run the command to continue")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SLURM
+
+# Paths that are private to one machine: fine on a one-node cluster, invisible to the other nodes of a real one.
+NODE_LOCAL = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path("/run"))
+
+
+def _slurm(*command: str) -> str:
+    """stdout of a SLURM client command; one line naming the command and SLURM's complaint if it fails."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise BenchError(f"executor slurm: {command[0]} not found; run on a SLURM login node (or start a one-node "
+                         "cluster with slurm/start-cluster.sh)") from None
+    if done.returncode:
+        raise BenchError(f"executor slurm: {' '.join(command)} failed: {' '.join(done.stderr.split())}")
+    return done.stdout
+
+
+def check_slurm(executor: SlurmExecutor) -> None:
+    """Fails, before anything is submitted, if SLURM cannot be reached or the partition does not exist."""
+    partitions = [p.strip().rstrip("*") for p in _slurm("sinfo", "-h", "-o", "%P").split()]
+    if executor.partition is not None and executor.partition not in partitions:
+        raise BenchError(f"executor.partition: unknown partition {executor.partition!r}; this cluster has: "
+                         f"{', '.join(partitions)}")
+
+
+def warn_node_local(study: Study, results_dir: Path, log_dir: Path) -> None:
+    places = {"the results folder": results_dir, "the SLURM log folder": log_dir}
+    if study.storage is None:
+        places["the journal storage"] = results_dir / "optuna.journal"
+    for what, path in places.items():
+        resolved = path.resolve()
+        if any(resolved.is_relative_to(local) for local in NODE_LOCAL):
+            warnings.warn(f"{what} {resolved} is on a node-local path: harmless on a one-node cluster, but the "
+                          "compute nodes of a real cluster will not see it; put it on the shared filesystem")
+
+
+class SlurmWorker:
+    """One array task: a worker named after its array job and task id, so a requeued task knows its own trial.
+
+    submitit calls `checkpoint` on SIGUSR2 (time limit, preemption) and requeues what it returns: the same worker,
+    which resumes the interrupted trial from its last checkpoint.
+    """
+
+    def __call__(self, study_json: str, results_dir: str, stage: str) -> int:
+        import submitit
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
+        worker = submitit.JobEnvironment().job_id  # "<array job id>_<task id>", the same after a requeue
+        return runner.work(Study.model_validate_json(study_json), Path(results_dir), stage, worker=worker)
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _jobs_file(results_dir: Path) -> Path:
+    return results_dir / "slurm" / "jobs.json"
+
+
+def submitted_jobs(results_dir: Path) -> list[dict]:
+    """The array jobs submitted for this results folder, oldest first."""
+    path = _jobs_file(results_dir)
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def active_tasks(job_id: str) -> int:
+    """Tasks of an array job still pending or running (a requeued task counts), by squeue."""
+    done = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True, text=True, timeout=60)
+    return len(done.stdout.split()) if done.returncode == 0 else 0  # squeue rejects ids it has forgotten
+
+
+def task_states(job_id: str) -> dict[str, int]:
+    """How many of an array job's tasks ended in each state, by sacct (COMPLETED, CANCELLED, TIMEOUT, …)."""
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True,
+                         timeout=60).stdout
+    states: dict[str, int] = {}
+    for state in out.split():
+        states[state.split()[0]] = states.get(state.split()[0], 0) + 1
+    return states
+
+
+def submit(study: Study, results_dir: Path, stage: str, executor: SlurmExecutor) -> str:
+    """Submits the stage's workers as one array job; returns its id."""
+    import submitit
+
+    log_dir = executor.log_dir or results_dir / "slurm"
+    trials = sum(part.trials for part in study.plan(stage))
+    tasks = min(executor.workers, trials)
+    slurm = submitit.AutoExecutor(folder=str(log_dir / "%j"), cluster="slurm")
+    parameters = {"name": f"gan-bench-{study.name}-{stage}", "timeout_min": executor.time_min,
+                  "cpus_per_task": executor.cpus_per_task, "slurm_array_parallelism": executor.array_parallelism or tasks,
+                  "slurm_setup": executor.setup, "slurm_additional_parameters": dict(executor.sbatch)}
+    optional = {"slurm_partition": executor.partition, "slurm_account": executor.account, "slurm_qos": executor.qos,
+                "slurm_gpus_per_task": executor.gpus_per_task or None, "mem_gb": executor.mem_gb}
+    slurm.update_parameters(**parameters, **{k: v for k, v in optional.items() if v is not None})
+    study_json = study.model_dump_json()
+    jobs = slurm.map_array(SlurmWorker(), [study_json] * tasks, [str(results_dir)] * tasks, [stage] * tasks)
+    job_id = jobs[0].job_id.split("_")[0]
+    atomic_write_json(_jobs_file(results_dir), [*submitted_jobs(results_dir),
+                                                {"stage": stage, "job_id": job_id, "tasks": tasks,
+                                                 "log_dir": str(log_dir), "submitted": time.time()}])
+    return job_id
+
+
+def run_slurm(study: Study, results_dir: Path, stage: str, executor: SlurmExecutor, detach: bool = False,
+              progress: bool = True) -> str:
+    """Runs one stage as a SLURM job array and follows it to the end (or returns at once with `detach`).
+
+    If an array of this stage is still queued or running (a previous, detached or interrupted command), it is
+    followed instead of submitting another. Returns the array job id."""
+    check_slurm(executor)
+    warn_node_local(study, results_dir, executor.log_dir or results_dir / "slurm")
+    previous = [job for job in submitted_jobs(results_dir) if job["stage"] == stage]
+    if previous and active_tasks(previous[-1]["job_id"]):
+        job_id = previous[-1]["job_id"]
+        print(f"{study.name} ({stage}): following array job {job_id}, already submitted", flush=True)
+    else:
+        runner.prepare(study, results_dir, stage)  # no task of this study is running: safe to re-enqueue
+        job_id = submit(study, results_dir, stage, executor)
+        print(f"{study.name} ({stage}): submitted array job {job_id}", flush=True)
+    if detach:
+        return job_id
+    follow(study, results_dir, stage, lambda: active_tasks(job_id) > 0, progress)
+    table = runner.counts(study, runner.open_storage(study, results_dir), stage)
+    unfinished = int(table["to_do"].sum())
+    if unfinished:
+        states = ", ".join(f"{n} {state}" for state, n in task_states(job_id).items())
+        raise BenchError(f"{unfinished} trials of the {stage} stage are unfinished and array job {job_id} has ended "
+                         f"({states}); its logs are in {executor.log_dir or results_dir / 'slurm'}; run the command "
+                         "again to continue")
+    return job_id
+
+
+def stage_finished(study: Study, results_dir: Path, stage: str) -> bool:
+    """Every trial of the stage finished (a stage not prepared yet has every trial to do)."""
+    table = runner.counts(study, runner.open_storage(study, results_dir), stage)
+    return bool((table["to_do"] == 0).all() and (table["running"] == 0).all())

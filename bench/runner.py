@@ -162,11 +162,29 @@ def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.st
         for trial in trials:
             # No worker runs while the driver prepares, so a RUNNING trial belongs to a process that died.
             if trial.state == TrialState.RUNNING:
-                storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
-                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                attrs = {k: v for k, v in trial.user_attrs.items() if k in ("sample", "seed", "source_trial")}
-                ostudy.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+                _requeue(storage, ostudy, trial)
     return storage
+
+
+def _requeue(storage: optuna.storages.BaseStorage, ostudy: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Marks an interrupted trial failed and enqueues it again; run again, it resumes from its checkpoints."""
+    storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    attrs = {k: v for k, v in trial.user_attrs.items() if k in ("sample", "seed", "source_trial")}
+    ostudy.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+
+
+def release(study: Study, storage: optuna.storages.BaseStorage, stage: str, worker: str) -> int:
+    """Re-enqueues the trials a worker of this name left running: a requeued SLURM task (same array job and task
+    id) that was killed mid-trial. Returns how many."""
+    released = 0
+    for part in study.plan(stage):
+        ostudy = optuna.load_study(study_name=optuna_name(study, part), storage=storage)
+        for trial in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.user_attrs.get("worker") == worker:
+                _requeue(storage, ostudy, trial)
+                released += 1
+    return released
 
 
 @contextlib.contextmanager
@@ -183,8 +201,8 @@ def _samples_taken(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     return {t.user_attrs["sample"] for t in trials if "sample" in t.user_attrs}
 
 
-def claim(study: Study, storage: optuna.storages.BaseStorage, results_dir: Path,
-          stage: str = "search") -> tuple[Part, optuna.Trial] | None:
+def claim(study: Study, storage: optuna.storages.BaseStorage, results_dir: Path, stage: str = "search",
+          worker: str | None = None) -> tuple[Part, optuna.Trial] | None:
     """The next trial of the stage to run, or None when its budget is spent. Studies are served round-robin by
     how many trials each has claimed, so partial results cover every (dataset, loss)."""
     with _claim_lock(results_dir):
@@ -204,6 +222,8 @@ def claim(study: Study, storage: optuna.storages.BaseStorage, results_dir: Path,
         trial = ostudy.ask(distributions(study, part.loss))
         if not waiting:  # a fresh TPE proposal
             trial.set_user_attr("sample", next_sample)
+        if worker is not None:
+            trial.set_user_attr("worker", worker)
         return part, trial
 
 
@@ -247,11 +267,15 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
         trial.study.tell(trial, state=TrialState.FAIL)
 
 
-def work(study: Study, results_dir: Path, stage: str = "search") -> int:
-    """A worker: claims and runs trials of the stage until its budget is spent. Returns how many it ran."""
+def work(study: Study, results_dir: Path, stage: str = "search", worker: str | None = None) -> int:
+    """A worker: claims and runs trials of the stage until its budget is spent. Returns how many it ran.
+
+    A named worker first takes back what a previous life of it left running (a requeued SLURM task)."""
     storage = open_storage(study, results_dir)
+    if worker is not None:
+        release(study, storage, stage, worker)
     done = 0
-    while (claimed := claim(study, storage, results_dir, stage)) is not None:
+    while (claimed := claim(study, storage, results_dir, stage, worker)) is not None:
         run_claimed(study, results_dir, *claimed)
         done += 1
     return done

@@ -10,7 +10,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -150,10 +150,40 @@ class Part:
 
 
 class LocalExecutor(BaseModel):
+    """Worker processes on this machine. With `gpus: auto` and GPUs visible, `workers_per_gpu` workers per GPU
+    (each sees only its GPU); without GPUs, `workers` CPU workers."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["local"] = "local"
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, description="worker processes when there is no GPU to place them on")
+    gpus: Union[Literal["auto", "none"], list[int]] = Field(
+        "auto", description="auto: every visible GPU; none: CPU only; or a list of GPU indices")
+    workers_per_gpu: int = Field(1, ge=1)
+
+
+class SlurmExecutor(BaseModel):
+    """A SLURM job array through submitit: `workers` tasks, each claiming trials until the stage is done."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["slurm"]
+    partition: str | None = Field(None, description="sbatch --partition; default: the cluster's default partition")
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = Field(60, ge=1, description="time limit per task; a task that reaches it requeues itself")
+    workers: int = Field(1, ge=1, description="array tasks")
+    array_parallelism: int | None = Field(None, ge=1, description="at most this many tasks at once (sbatch %N)")
+    cpus_per_task: int = Field(1, ge=1)
+    gpus_per_task: int = Field(0, ge=0)
+    mem_gb: float | None = Field(None, gt=0)
+    sbatch: dict[str, Union[str, int, float, bool]] = Field(
+        default_factory=dict, description="any other sbatch option, without the leading --")
+    setup: list[str] = Field(default_factory=list, description="shell lines before the worker starts")
+    log_dir: Path | None = Field(None, description="submitit's folder; default: <results>/slurm (shared filesystem)")
+
+
+Executor = Annotated[Union[LocalExecutor, SlurmExecutor], Field(discriminator="name")]
 
 
 class Study(BaseModel):
@@ -180,7 +210,7 @@ class Study(BaseModel):
     data_root: Path | None = Field(None, description="raw datasets and their caches; default: $GAN_BENCH_DATA")
     device: str = "auto"
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    executor: LocalExecutor = Field(default_factory=LocalExecutor)
+    executor: Executor = Field(default_factory=LocalExecutor)
     storage: str | None = Field(None, description="an Optuna storage URL; default: a journal file in the results folder")
 
     @field_validator("datasets")
@@ -304,6 +334,8 @@ def validation_message(error: ValidationError) -> str:
     # pydantic puts the union member it tried into the path ("Distribution", "function-after[...]", "float").
     parts = [str(p) for p in first["loc"]
              if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or p[:1].isupper()))]
+    if parts[:2] in (["executor", "local"], ["executor", "slurm"]):  # the discriminated union's tag
+        del parts[1]
     message = first["msg"].removeprefix("Value error, ")
     if message.startswith("[") and parts:  # a list element's index, reported by a field validator
         index, _, message = message.partition("] ")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tqdm import tqdm
 
 import bench
-from bench import BenchError, data, losses, models, penalties
+from bench import data, losses, models, penalties
 from bench.io import atomic_torch_save, atomic_write_json
 from bench.metrics import MetricsConfig, Scorer
 

@@ -8,6 +8,7 @@ import time
 
 import optuna
 import pandas as pd
+import pytest
 import yaml
 
 STUDY = {
@@ -106,6 +107,25 @@ def test_workers_are_pinned_one_gpu_each(monkeypatch):
     assert visible_gpus() == ["0", "1"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert visible_gpus() == ["3", "5"]
+
+
+def test_local_executor_places_workers_on_gpus():
+    """`gpus: auto` and friends, on a simulated list of visible GPUs (this machine has none)."""
+    from bench import BenchError
+    from bench.executors import local_worker_environments
+    from bench.study import LocalExecutor
+
+    pinned = lambda *gpus: [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
+    assert local_worker_environments(LocalExecutor(workers=3), []) == [{}, {}, {}]  # no GPU: CPU workers
+    assert local_worker_environments(LocalExecutor(workers=3), ["0", "1"]) == pinned("0", "1")  # one per GPU
+    assert local_worker_environments(LocalExecutor(workers_per_gpu=2), ["0", "1"]) == pinned("0", "1", "0", "1")
+    assert local_worker_environments(LocalExecutor(gpus=[1]), ["3", "5"]) == pinned("5")
+    assert local_worker_environments(LocalExecutor(gpus="none", workers=2), ["0"]) == [{}, {}]
+    assert local_worker_environments(LocalExecutor(), ["0", "1"], workers=3) == pinned("0", "1", "0")  # --workers
+    with pytest.raises(BenchError, match="executor.gpus: GPU 2 is not visible; visible: 0..1"):
+        local_worker_environments(LocalExecutor(gpus=[2]), ["0", "1"])
+    with pytest.warns(UserWarning, match="none is visible: running CPU workers"):
+        assert local_worker_environments(LocalExecutor(gpus=[0], workers=2), []) == [{}, {}]
 
 
 def test_mini_paper_study_runs_both_stages_end_to_end(tmp_path):

@@ -1,8 +1,5 @@
 """Study files: validation before any work, and deterministic sampling."""
 
-import subprocess
-import sys
-import textwrap
 
 import optuna
 import pytest
@@ -73,6 +70,13 @@ BAD = [
     (changed(loss_search_space={"hinge": {"lr": 0.1}}), "loss_search_space.hinge: not one of the study's losses"),
     (changed(model="resnet"), "model: unknown model 'resnet'"),
     (changed(executor={"name": "local", "workers": 0}), "executor.workers: Input should be greater than or equal"),
+    (changed(executor={"name": "local", "gpus": "all"}), "executor.gpus: Input should be 'auto' or 'none'"),
+    (changed(executor={"name": "cloud"}), "executor: Input tag 'cloud' found using 'name' does not match"),
+    (changed(executor={"name": "slurm", "partion": "gpu"}), "executor.partion: Extra inputs are not permitted"),
+    (changed(executor={"name": "slurm", "time_min": "1h"}), "executor.time_min: Input should be a valid integer"),
+    (changed(executor={"name": "slurm", "gpus_per_task": -1}), "executor.gpus_per_task: Input should be greater"),
+    (changed(executor={"name": "slurm", "setup": "module load cuda"}), "executor.setup: Input should be a valid list"),
+    (changed(executor={"name": "slurm", "sbatch": {"constraint": ["a100"]}}), "executor.sbatch.constraint"),
     (changed(metrics={"extractor": "clip"}), "metrics.extractor: Input should be 'domain' or 'inception'"),
     (changed(seeds=[1, 1]), "seeds.1: 1 is listed twice"),
     (changed(stages=["confirm"]), "stages: expected [search] or [search, confirm]"),
