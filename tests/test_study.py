@@ -251,3 +251,15 @@ def test_paper_studies_validate(name):
     study = load_study(f"studies/{name}.yaml")
     assert study.stages == ["search", "confirm"]
     assert len(study.losses) == 8
+
+
+def test_the_storage_opens_in_optuna_dashboard(tmp_path):
+    """README: `optuna-dashboard results/<study>/optuna.journal` — the dashboard's own way of opening a path."""
+    from optuna_dashboard._storage_url import guess_storage_from_url
+
+    study = load_study(write(tmp_path, GOOD))
+    prepare(study, tmp_path)
+    storage = guess_storage_from_url(str(tmp_path / "optuna.journal"))
+    assert {s.study_name for s in storage.get_all_studies()} == {"tiny/digits/ns_gan", "tiny/digits/wgan_gp"}
+    trials = storage.get_all_trials(storage.get_study_id_from_name("tiny/digits/wgan_gp"))
+    assert [t.user_attrs["sample"] for t in trials] == [0, 1, 2]
