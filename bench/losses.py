@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Literal, Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -104,10 +105,13 @@ def vae_loss(x: Tensor, reconstruction: Tensor, mu: Tensor, logvar: Tensor) -> t
     The decoder's pixels are Bernoulli probabilities, so the reconstruction term is the binary cross-entropy
     summed over pixels; the KL of q(z|x) = N(mu, diag(exp(logvar))) from the prior N(0, I) is summed over
     latent dimensions. The loss to minimise is their sum. F.binary_cross_entropy clamps its logarithms at
-    -100, so a saturated sigmoid pixel gives a large but finite term rather than inf.
+    -100, so a saturated sigmoid pixel gives a large but finite term rather than inf. It raises on NaN pixels,
+    though, and a decoder that blew up must count as a diverged run: then the term is NaN (with a graph).
     """
-    reconstruction_term = F.binary_cross_entropy(reconstruction, x, reduction="none").flatten(1).sum(1).mean()
     kl_term = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1).mean()
+    if not torch.isfinite(reconstruction).all():
+        return reconstruction.sum() * float("nan"), kl_term
+    reconstruction_term = F.binary_cross_entropy(reconstruction, x, reduction="none").flatten(1).sum(1).mean()
     return reconstruction_term, kl_term
 
 

@@ -183,7 +183,9 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
     # Only now, with everything that can reject the config behind us, does the trial write anything.
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"config": config.model_dump(mode="json"), "device": str(device), "versions": versions()}
+    # Thread counts change the order of float sums: identical results need the same device and thread count.
+    record = {"config": config.model_dump(mode="json"), "device": str(device), "threads": torch.get_num_threads(),
+              "versions": versions()}
     atomic_write_json(out_dir / "config.json", record)
     rng = torch.Generator(device).manual_seed(config.seed)  # every batch index, latent and penalty draw
     real = dataset.train.to(device)

@@ -291,3 +291,12 @@ def test_vae_loss_stays_finite_for_saturated_pixels():
     reconstruction_term, _ = losses.vae_loss(x, reconstruction, torch.zeros(1, 2), torch.zeros(1, 2))
     assert torch.isfinite(reconstruction_term)
     assert torch.isfinite(torch.autograd.grad(reconstruction_term, reconstruction)[0]).all()
+
+
+def test_vae_loss_of_a_blown_up_decoder_is_nan_not_an_error():
+    # F.binary_cross_entropy raises on NaN; the trial must see a NaN loss and record the run as diverged.
+    reconstruction = torch.tensor([[0.5, float("nan")]], requires_grad=True)
+    reconstruction_term, kl_term = losses.vae_loss(torch.zeros(1, 2), reconstruction, torch.ones(1, 2),
+                                                   torch.zeros(1, 2))
+    assert torch.isnan(reconstruction_term) and kl_term.item() == pytest.approx(1.0)
+    (reconstruction_term + kl_term).backward()  # still differentiable, as the training step needs
