@@ -176,14 +176,15 @@ def check_slurm(executor: SlurmExecutor) -> None:
 
 
 def warn_node_local(study: Study, results_dir: Path, log_dir: Path) -> None:
-    places = {"the results folder": results_dir, "the SLURM log folder": log_dir}
+    """One line on stderr if the results, the SLURM logs or the journal are where other nodes cannot see them."""
+    places = {"results": results_dir, "SLURM logs": log_dir}
     if study.storage is None:
-        places["the journal storage"] = results_dir / "optuna.journal"
-    for what, path in places.items():
-        resolved = path.resolve()
-        if any(resolved.is_relative_to(local) for local in NODE_LOCAL):
-            warnings.warn(f"{what} {resolved} is on a node-local path: harmless on a one-node cluster, but the "
-                          "compute nodes of a real cluster will not see it; put it on the shared filesystem")
+        places["journal storage"] = results_dir / "optuna.journal"
+    local = [f"{what} {path.resolve()}" for what, path in places.items()
+             if any(path.resolve().is_relative_to(root) for root in NODE_LOCAL)]
+    if local:
+        print(f"gan-bench: warning: on a node-local path: {', '.join(local)} — harmless on a one-node cluster, but "
+              "the compute nodes of a real cluster will not see it; use the shared filesystem", file=sys.stderr)
 
 
 class SlurmWorker:

@@ -93,12 +93,15 @@ def test_a_study_on_slurm_gives_the_local_results(tmp_path):
     assert len(on_slurm) == 2 * 2 * 2  # losses × samples × evaluations
     pd.testing.assert_frame_equal(on_slurm.reset_index(drop=True),
                                   local_reference(tmp_path, TINY).reset_index(drop=True))
+    # sacct lists an array's tasks a few seconds after they leave the queue.
+    wait_for(lambda: "2 COMPLETED" in gan_bench("status", str(results)).stdout, timeout=30, what="sacct")
     status = gan_bench("status", str(results))
     assert f"SLURM array job {job['job_id']} (search, 2 tasks): 0 queued or running; 2 COMPLETED" in status.stdout
 
 
 def test_a_requeued_task_resumes_its_trial_from_the_checkpoint(tmp_path):
-    study = {**TINY, "losses": ["ns_gan"], "budget": {"samples": 1, "steps": 400, "eval_every": 100},
+    # Long enough (tens of seconds) that the requeue lands mid-trial, after the first checkpoint.
+    study = {**TINY, "losses": ["ns_gan"], "budget": {"samples": 1, "steps": 2000, "eval_every": 500},
              "executor": {**TINY["executor"], "workers": 1}}
     results = tmp_path / "slurm"
     run = gan_bench("run", str(write(tmp_path, study)), "--results", str(results), "--detach")
@@ -107,21 +110,24 @@ def test_a_requeued_task_resumes_its_trial_from_the_checkpoint(tmp_path):
     job_id = submitted(results)[0]["job_id"]
     checkpoint = results / "trials" / "digits-ns_gan-0000-seed0" / "checkpoint.pt"
     wait_for(checkpoint.exists, what="the trial's first checkpoint")
-    subprocess.run(["scontrol", "requeue", f"{job_id}_0"], check=True, capture_output=True)
+    (task,) = squeue(job_id)[::2]  # a one-task array is submitted as a plain job: its id has no _0
+    requeue = subprocess.run(["scontrol", "requeue", task], capture_output=True, text=True)
+    assert requeue.returncode == 0, requeue.stderr
     follow = gan_bench("status", str(results), "--wait")
     assert follow.returncode == 0, follow.stderr
     table = pd.read_csv(results / "results.csv")
-    assert list(table["step"]) == [100, 200, 300, 400]  # the trial finished once
+    assert list(table["step"]) == [500, 1000, 1500, 2000]  # the trial finished once
     pd.testing.assert_frame_equal(table[METRICS].reset_index(drop=True),
                                   local_reference(tmp_path, study).reset_index(drop=True))
     trials = optuna.load_study(study_name="tiny/digits/ns_gan", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(results / "optuna.journal")))).get_trials()
     assert [t.user_attrs["status"] for t in trials] == ["interrupted", "completed"]
-    assert {t.user_attrs["worker"] for t in trials} == {f"{job_id}_0"}  # the task's second life took it back
+    assert {t.user_attrs["worker"] for t in trials} == {task}  # the task's second life took it back
 
 
 def test_a_cancelled_array_leaves_trials_unfinished_and_a_rerun_finishes_them(tmp_path):
-    study = {**TINY, "budget": {"samples": 3, "steps": 200, "eval_every": 100},
+    # Trials of ~10 s: submitit lets a cancelled task run on for SLURM's KillWait (10 s here) before it is killed.
+    study = {**TINY, "budget": {"samples": 3, "steps": 1500, "eval_every": 500},
              "executor": {**TINY["executor"], "workers": 1}}
     path = write(tmp_path, study)
     results = tmp_path / "slurm"
@@ -130,8 +136,8 @@ def test_a_cancelled_array_leaves_trials_unfinished_and_a_rerun_finishes_them(tm
     wait_for(lambda: any((results / "trials").glob("*/checkpoint.pt")), what="a trial under way")
     subprocess.run(["scancel", job_id], check=True)
     wait_for(lambda: not squeue(job_id), what="the cancelled array to leave the queue")
+    wait_for(lambda: "CANCELLED" in gan_bench("status", str(results)).stdout, timeout=30, what="sacct")
     status = gan_bench("status", str(results))
-    assert "CANCELLED" in status.stdout
     counts = pd.read_fwf(__import__("io").StringIO(status.stdout.split("SLURM")[0]))
     assert counts["to_do"].sum() > 0
     rerun = gan_bench("run", str(path), "--results", str(results), "--no-progress")
