@@ -99,7 +99,13 @@ def test_a_study_on_slurm_gives_the_local_results(tmp_path):
     assert f"SLURM array job {job['job_id']} (search, 2 tasks): 0 queued or running; 2 COMPLETED" in status.stdout
 
 
-def test_a_requeued_task_resumes_its_trial_from_the_checkpoint(tmp_path):
+# scontrol requeue: SLURM kills the task and starts it again. USR2: what SLURM sends before a time limit or a
+# preemption; submitit then checkpoints the worker and requeues the task itself.
+INTERRUPTIONS = {"scontrol-requeue": ["scontrol", "requeue"], "usr2-signal": ["scancel", "--signal=USR2"]}
+
+
+@pytest.mark.parametrize("interruption", INTERRUPTIONS)
+def test_a_requeued_task_resumes_its_trial_from_the_checkpoint(tmp_path, interruption):
     # Long enough (tens of seconds) that the requeue lands mid-trial, after the first checkpoint.
     study = {**TINY, "losses": ["ns_gan"], "budget": {"samples": 1, "steps": 2000, "eval_every": 500},
              "executor": {**TINY["executor"], "workers": 1}}
@@ -111,7 +117,7 @@ def test_a_requeued_task_resumes_its_trial_from_the_checkpoint(tmp_path):
     checkpoint = results / "trials" / "digits-ns_gan-0000-seed0" / "checkpoint.pt"
     wait_for(checkpoint.exists, what="the trial's first checkpoint")
     (task,) = squeue(job_id)[::2]  # a one-task array is submitted as a plain job: its id has no _0
-    requeue = subprocess.run(["scontrol", "requeue", task], capture_output=True, text=True)
+    requeue = subprocess.run([*INTERRUPTIONS[interruption], task], capture_output=True, text=True)
     assert requeue.returncode == 0, requeue.stderr
     follow = gan_bench("status", str(results), "--wait")
     assert follow.returncode == 0, follow.stderr
