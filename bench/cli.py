@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -287,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `gan-bench validate x.yaml | head` ends quietly
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
     try:
