@@ -44,7 +44,12 @@ class UnknownDatasetError(BenchError):
 
 
 class DatasetMissingError(BenchError):
-    """A dataset's files are missing or corrupt (loading never downloads)."""
+    """A dataset's files are missing or corrupt (loading never downloads). `problem` is the message without the
+    fix, for callers that list several problems and give the fix once."""
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem or message
 
 
 @dataclass(frozen=True)
@@ -452,7 +457,8 @@ class _Torchvision:
         raise NotImplementedError
 
     def error(self, root: Path, problem: str, fix: str = PREFETCH_FIX) -> DatasetMissingError:
-        return DatasetMissingError(f"dataset {self.name!r}: {problem}; {fix}{self.hint.format(root=root)}")
+        return DatasetMissingError(f"dataset {self.name!r}: {problem}; {fix}{self.hint.format(root=root)}",
+                                   problem=f"dataset {self.name!r}: {problem}")
 
     def corrupt(self, root: Path, path: Path, reason: str) -> DatasetMissingError:
         return self.error(root, f"corrupt {path} ({reason})", "delete it, then " + PREFETCH_FIX)

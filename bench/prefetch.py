@@ -40,8 +40,8 @@ def missing(study: Study) -> list[str]:
         try:
             options = study.dataset_options.get(dataset, {})
             data.check_available(dataset, image_size(study, dataset), **options)
-        except BenchError as error:
-            problems.append(str(error))
+        except data.DatasetMissingError as error:
+            problems.append(error.problem)
     if study.metrics.extractor == "inception" and not inception_weights_path(study.metrics).is_file():
         problems.append(f"Inception weights {inception_weights_path(study.metrics)} not found")
     return problems

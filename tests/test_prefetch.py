@@ -84,3 +84,15 @@ def test_a_failed_download_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(prefetch.BenchError, match="cannot download the Inception weights from https://.*name resol"):
         prefetch.download_inception_weights(tmp_path / "w.pth")
     assert not (tmp_path / "w.pth").exists()
+
+
+def test_run_lists_every_missing_dataset_once_with_the_fetch_command(tmp_path, capsys):
+    study = write(tmp_path, datasets=["mnist", "cifar10"])
+    assert main(["run", str(study), "--data-root", str(tmp_path / "empty"), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"dataset 'mnist': missing {tmp_path / 'empty' / 'MNIST' / 'raw' / 'train-images-idx3-ubyte'}" in err
+    assert f"dataset 'cifar10': missing {tmp_path / 'empty' / 'cifar-10-batches-py' / 'data_batch_1'}" in err
+    assert err.count("gan-bench prefetch") == 1 and err.endswith(f"`gan-bench prefetch {study}` on a machine with "
+                                                                 "internet")
+    assert not (tmp_path / "r").exists()
