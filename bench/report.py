@@ -93,6 +93,7 @@ def plot_fid_vs_budget(results: pd.DataFrame, path: Path) -> None:
             ax.plot(k, mean, marker="o", markersize=3, label=loss)
             ax.fill_between(k, low, high, alpha=0.2)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_yscale("log")  # one bad first sample (FID ~1000) must not flatten the curves that matter
         ax.set_title(dataset)
         ax.set_xlabel("budget: hyperparameter samples")
         ax.set_ylabel("minimum FID (bootstrap mean, 95 % band)")
