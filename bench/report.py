@@ -172,7 +172,7 @@ def confirm_markdown(table: pd.DataFrame, extractor: str) -> str:
             cells += [ours + flag, _cell(row["paper_mean"], row["paper_std"])]
         lines.append("| " + " | ".join(cells) + " |")
     note = ("FID with the paper's features (Inception)." if extractor == PAPER_EXTRACTOR else
-            f"Our FIDs use the features of `{extractor}`, the paper's Inception: the numbers are on different scales "
+            f"Our FIDs use the features of `{extractor}`, not the paper's Inception: the numbers are on different scales "
             "and only the ranking of models can be compared.")
     return (f"Best FID of each model's best configuration, mean ± std over seeds (n: runs that did not diverge). "
             f"⚑: |ours − paper| exceeds the two error bars together. {note}\n\n" + "\n".join(lines) + "\n")
