@@ -106,8 +106,9 @@ INTERRUPTIONS = {"scontrol-requeue": ["scontrol", "requeue"], "usr2-signal": ["s
 
 @pytest.mark.parametrize("interruption", INTERRUPTIONS)
 def test_a_requeued_task_resumes_its_trial_from_the_checkpoint(tmp_path, interruption):
-    # Long enough (tens of seconds) that the requeue lands mid-trial, after the first checkpoint.
-    study = {**TINY, "losses": ["ns_gan"], "budget": {"samples": 1, "steps": 2000, "eval_every": 500},
+    # After the first checkpoint the trial has ~30 s to go on an idle machine: more than the KillWait (10 s) for
+    # which SLURM lets the interrupted task run on, so the requeue lands mid-trial.
+    study = {**TINY, "losses": ["ns_gan"], "budget": {"samples": 1, "steps": 6000, "eval_every": 1500},
              "executor": {**TINY["executor"], "workers": 1}}
     results = tmp_path / "slurm"
     run = gan_bench("run", str(write(tmp_path, study)), "--results", str(results), "--detach")
@@ -122,7 +123,7 @@ def test_a_requeued_task_resumes_its_trial_from_the_checkpoint(tmp_path, interru
     follow = gan_bench("status", str(results), "--wait")
     assert follow.returncode == 0, follow.stderr
     table = pd.read_csv(results / "results.csv")
-    assert list(table["step"]) == [500, 1000, 1500, 2000]  # the trial finished once
+    assert list(table["step"]) == [1500, 3000, 4500, 6000]  # the trial finished once
     pd.testing.assert_frame_equal(table[METRICS].reset_index(drop=True),
                                   local_reference(tmp_path, study).reset_index(drop=True))
     trials = optuna.load_study(study_name="tiny/digits/ns_gan", storage=optuna.storages.JournalStorage(
