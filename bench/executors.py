@@ -287,6 +287,4 @@ def run_slurm(study: Study, results_dir: Path, stage: str, executor: SlurmExecut
 
 
 def stage_finished(study: Study, results_dir: Path, stage: str) -> bool:
-    """Every trial of the stage finished (a stage not prepared yet has every trial to do)."""
-    table = runner.counts(study, runner.open_storage(study, results_dir), stage)
-    return bool((table["to_do"] == 0).all() and (table["running"] == 0).all())
+    return runner.unfinished(study, runner.open_storage(study, results_dir), stage).empty

@@ -6,6 +6,7 @@ each (model, dataset)'s best configuration over many seeds — beside the paper'
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -33,15 +34,21 @@ def read_results(results_dir: Path) -> pd.DataFrame:
     return results
 
 
+def runs(results: pd.DataFrame, keys: list[str], params: Sequence[str] = (), sort: bool = True) -> pd.DataFrame:
+    """One row per run (one seed of one trial): its best FID over the evaluations (the paper's rule), whether it
+    diverged, and the first value of each column in `params`."""
+    return results.groupby(keys, sort=sort).agg(
+        best_fid=("fid", "min"), diverged=("status", lambda s: bool((s == "diverged").any())),
+        **{p: (p, "first") for p in params})
+
+
 def trial_scores(results: pd.DataFrame) -> pd.DataFrame:
     """One row per search trial: its status, its best FID over evaluation steps (mean over seeds) and its
     parameters."""
     if "stage" in results:
         results = results[results["stage"] == "search"]
     params = [c for c in results.columns if c.startswith("param_")]
-    per_seed = results.groupby(["dataset", "loss", "trial", "seed"], sort=True).agg(
-        best_fid=("fid", "min"), diverged=("status", lambda s: bool((s == "diverged").any())),
-        **{p: (p, "first") for p in params})
+    per_seed = runs(results, ["dataset", "loss", "trial", "seed"], params)
     return per_seed.groupby(["dataset", "loss", "trial"]).agg(
         best_fid=("best_fid", "mean"), diverged=("diverged", "any"), **{p: (p, "first") for p in params}
     ).reset_index()
@@ -132,8 +139,7 @@ def confirm_table(results: pd.DataFrame, reference: pd.DataFrame | None) -> pd.D
     and how many diverged (left out of the mean), the paper's mean ± std, and `differs`: whether the two
     differ by more than their error bars together (|ours − paper| > std_ours + std_paper)."""
     confirm = results[results["stage"] == "confirm"]
-    per_run = confirm.groupby(["loss", "dataset", "seed"], sort=False).agg(
-        best_fid=("fid", "min"), diverged=("status", lambda s: bool((s == "diverged").any())))
+    per_run = runs(confirm, ["loss", "dataset", "seed"], sort=False)
     rows = []
     for (loss, dataset), group in per_run.groupby(["loss", "dataset"], sort=False):
         scored = group["best_fid"][~group["diverged"]].dropna()

@@ -120,12 +120,19 @@ def best_search_trial(study: Study, storage: optuna.storages.BaseStorage, datase
     return min(completed, key=lambda t: (t.value, t.user_attrs["sample"]), default=None)
 
 
+def unfinished(study: Study, storage: optuna.storages.BaseStorage, stage: str) -> pd.DataFrame:
+    """The rows of `counts` whose (dataset, loss) still has trials to do or running; a stage not prepared yet has
+    every trial to do."""
+    table = counts(study, storage, stage)
+    return table[(table["to_do"] > 0) | (table["running"] > 0)]
+
+
 def _check_search_finished(study: Study, storage: optuna.storages.BaseStorage) -> None:
-    table = counts(study, storage, "search")
-    unfinished = table[(table["to_do"] > 0) | (table["running"] > 0)]
-    if len(unfinished):
-        row = unfinished.iloc[0]
-        raise BenchError(f"the confirm stage starts from the search's results, but {len(unfinished)} (dataset, loss) "
+    unfinished_searches = unfinished(study, storage, "search")
+    if len(unfinished_searches):
+        row = unfinished_searches.iloc[0]
+        raise BenchError(f"the confirm stage starts from the search's results, but {len(unfinished_searches)} "
+                         "(dataset, loss) "
                          f"searches are unfinished (e.g. {row['dataset']}/{row['loss']}: {row['to_do']} trials to do); "
                          "run the search stage first (gan-bench run STUDY.yaml --stage search)")
 

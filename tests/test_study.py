@@ -263,3 +263,14 @@ def test_the_storage_opens_in_optuna_dashboard(tmp_path):
     assert {s.study_name for s in storage.get_all_studies()} == {"tiny/digits/ns_gan", "tiny/digits/wgan_gp"}
     trials = storage.get_all_trials(storage.get_study_id_from_name("tiny/digits/wgan_gp"))
     assert [t.user_attrs["sample"] for t in trials] == [0, 1, 2]
+
+
+def test_a_stage_is_finished_when_no_trial_is_left_to_do_or_running(tmp_path):
+    from bench.executors import stage_finished
+
+    study = load_study(write(tmp_path, changed(stages=["search", "confirm"], confirm={"runs": 2})))
+    assert not stage_finished(study, tmp_path, "search")  # not prepared yet: every trial to do
+    storage = prepare(study, tmp_path)
+    assert not stage_finished(study, tmp_path, "search")
+    finish_search(study, storage, tmp_path, {(loss, i): 1.0 + i for loss in GOOD["losses"] for i in range(3)})
+    assert stage_finished(study, tmp_path, "search") and not stage_finished(study, tmp_path, "confirm")
