@@ -9,7 +9,7 @@ from scipy.spatial import ConvexHull
 from sklearn.datasets import load_digits
 
 from bench import BenchError, data
-from bench.data import UnknownDatasetError
+from bench.data import UnknownDatasetError, generated
 
 SMALL = {"n_train": 300, "n_test": 100}
 
@@ -136,8 +136,8 @@ def test_polygons_shapes_labels_and_determinism(polygons: data.Dataset) -> None:
     assert set(polygons.train_labels.tolist()) == set(range(6))
     assert 0 <= polygons.test_labels.min() and polygons.test_labels.max() <= 5
     assert not _rows(polygons.train) & _rows(polygons.test)
-    images, labels = data.make_polygons(50, 28, np.random.default_rng(0))
-    again, labels_again = data.make_polygons(50, 28, np.random.default_rng(0))
+    images, labels = generated.make_polygons(50, 28, np.random.default_rng(0))
+    again, labels_again = generated.make_polygons(50, 28, np.random.default_rng(0))
     assert np.array_equal(images, again) and np.array_equal(labels, labels_again)
 
 
@@ -147,9 +147,9 @@ def test_polygons_seed_changes_the_data(polygons: data.Dataset) -> None:
 
 
 def test_polygons_do_not_depend_on_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    images, labels = data.make_polygons(40, 20, np.random.default_rng(3))
-    monkeypatch.setattr(data, "CHUNK", 7)
-    chunked, chunked_labels = data.make_polygons(40, 20, np.random.default_rng(3))
+    images, labels = generated.make_polygons(40, 20, np.random.default_rng(3))
+    monkeypatch.setattr(generated, "CHUNK", 7)
+    chunked, chunked_labels = generated.make_polygons(40, 20, np.random.default_rng(3))
     assert images.shape == (40, 1, 20, 20) and images.dtype == np.uint8 and labels.dtype == np.int64
     assert np.array_equal(images, chunked) and np.array_equal(labels, chunked_labels)
 
@@ -191,9 +191,9 @@ def test_polygons_labels_match_the_shapes(polygons: data.Dataset) -> None:
 
 def test_polygon_vertices_are_convex_counter_clockwise_and_spread_out() -> None:
     # The rasteriser intersects half-planes, which hides vertex-order bugs, so check the geometry itself.
-    k, vertices = data._polygon_vertices(2000, np.random.default_rng(1))
+    k, vertices = generated._polygon_vertices(2000, np.random.default_rng(1))
     assert set(k.tolist()) == set(range(3, 9))
-    assert np.linalg.norm(vertices, axis=-1).max() <= data.EXTENT
+    assert np.linalg.norm(vertices, axis=-1).max() <= generated.EXTENT
     for count, polygon in zip(k, vertices):
         assert (polygon[count:] == polygon[0]).all()
         corners = polygon[:count]
@@ -206,7 +206,7 @@ def test_polygon_vertices_are_convex_counter_clockwise_and_spread_out() -> None:
 def test_rasteriser_gives_exact_coverage() -> None:
     # A counter-clockwise square from (2.5, 2) to (5.5, 6), padded to 8 vertices by repeating the first.
     square = np.array([[2.5, 2], [5.5, 2], [5.5, 6], [2.5, 6]] + [[2.5, 2]] * 4)[None]
-    image = data._rasterise(square, 8)[0]
+    image = generated._rasterise(square, 8)[0]
     expected = np.zeros((8, 8), dtype=np.uint8)
     expected[2:6, 3:5] = 255
     expected[2:6, [2, 5]] = 128  # half of each pixel's sub-samples
@@ -222,7 +222,7 @@ def test_polygons_cache_is_written_and_reused(
     def fail(*args: object) -> None:
         raise AssertionError("generated again instead of reading the cache")
 
-    monkeypatch.setattr(data, "make_polygons", fail)
+    monkeypatch.setattr(generated, "make_polygons", fail)
     _assert_same(data.load("polygons", **SMALL), polygons)
 
 

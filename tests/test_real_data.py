@@ -19,6 +19,8 @@ from PIL import Image
 
 from bench import BenchError, data
 from bench.data import DatasetMissingError
+from bench.data import cache as data_cache
+from bench.data import images as data_images
 
 N_TRAIN, N_TEST = 12, 6
 
@@ -160,7 +162,7 @@ def test_mnist_damaged_or_mismatched_cache_is_rebuilt(
     _assert_mnist(data.load("mnist"), arrays)
     assert len(decodes) == 2
     assert np.array_equal(np.load(cache / "train.npy"), arrays["train"][:, None])
-    assert json.loads((cache / "meta.json").read_text())["version"] == data.REAL_CACHE_VERSION
+    assert json.loads((cache / "meta.json").read_text())["version"] == data_cache.REAL_CACHE_VERSION
 
 
 def test_mnist_resized_from_the_native_images(root: Path) -> None:
@@ -353,7 +355,7 @@ def test_cifar10_pixels_labels_and_split_are_the_files(root: Path, no_md5: None)
     dataset = _load_quietly("cifar10")
     assert dataset.name == "cifar10" and dataset.num_classes == 10 and dataset.image_shape == (3, 32, 32)
     assert dataset.train.shape == (15, 3, 32, 32) and dataset.test.shape == (3, 3, 32, 32)
-    for key in data.ARRAYS:
+    for key in data_cache.ARRAYS:
         assert np.array_equal(getattr(dataset, key).numpy(), arrays[key]), key
     assert dataset.train_labels.dtype == torch.int64
     assert (root / "gan-bench-cache" / "cifar10-32" / "meta.json").is_file()
@@ -444,7 +446,7 @@ def test_celeba_decoding_workers_give_the_same_images(
 ) -> None:
     write_celeba(root)
     here = data.load("celeba", 32)
-    monkeypatch.setattr(data, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(data_images, "PARALLEL_MIN", 1)
     (root / "gan-bench-cache" / "celeba-32" / "meta.json").unlink()
     workers = data.load("celeba", 32)
     assert torch.equal(here.train, workers.train) and torch.equal(here.test, workers.test)

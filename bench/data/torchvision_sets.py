@@ -1,0 +1,228 @@
+"""mnist, fashion_mnist, cifar10, celeba: the files torchvision's dataset classes read under data_root(), decoded once
+into a uint8 cache beside them."""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+
+from bench import BenchError
+from bench.data import Dataset, DatasetMissingError, data_root, register
+from bench.data.cache import REAL_CACHE_VERSION, _dataset, _read_cache, _write_cache
+from bench.data.images import _decode_images, _resized, _UnreadableImage
+
+PREFETCH_FIX = (
+    'run "gan-bench prefetch STUDY.yaml" on a machine with internet, '
+    "or set --data-root / GAN_BENCH_DATA to a folder that holds it"
+)
+
+
+class _Torchvision:
+    """A dataset that a torchvision class reads from data_root(), cached under
+    data_root()/gan-bench-cache/<name>-<size>/ beside its raw files.
+
+    Subclasses say where the raw files are (`verify`) and how to decode a split (`decode`).
+    """
+
+    hint = ""  # added to missing-file errors; may use {root}
+
+    def __init__(self, name: str, cls: type[torchvision.datasets.VisionDataset], num_classes: int) -> None:
+        self.name, self.cls, self.num_classes = name, cls, num_classes
+
+    @property
+    def url(self) -> str:
+        """Where torchvision downloads the files from, for error messages."""
+        raise NotImplementedError
+
+    def verify(self, root: Path) -> None:
+        """Raises DatasetMissingError naming the first raw file under `root` that is missing or corrupt."""
+        raise NotImplementedError
+
+    def decode(self, root: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Split "train" or "test": images uint8 N×C×size×size and labels int64 (N,)."""
+        raise NotImplementedError
+
+    def error(self, root: Path, problem: str, fix: str = PREFETCH_FIX) -> DatasetMissingError:
+        return DatasetMissingError(f"dataset {self.name!r}: {problem}; {fix}{self.hint.format(root=root)}",
+                                   problem=f"dataset {self.name!r}: {problem}")
+
+    def corrupt(self, root: Path, path: Path, reason: str) -> DatasetMissingError:
+        return self.error(root, f"corrupt {path} ({reason})", "delete it, then " + PREFETCH_FIX)
+
+    def _cache(self, size: int) -> tuple[Path, dict[str, Any]]:
+        directory = data_root() / "gan-bench-cache" / f"{self.name}-{size}"
+        source = f"torchvision.datasets.{self.cls.__name__}"
+        meta = {"version": REAL_CACHE_VERSION, "name": self.name, "image_size": size, "source": source}
+        return directory, meta
+
+    def load(self, image_size: int) -> Dataset:
+        directory, meta = self._cache(image_size)
+        arrays = _read_cache(directory, meta)
+        if arrays is None:
+            root = data_root()
+            self.verify(root)
+            arrays = {}
+            for split in ("train", "test"):
+                arrays[split], arrays[f"{split}_labels"] = self.decode(root, split, image_size)
+            _write_cache(directory, meta, arrays)
+        return _dataset(self.name, arrays, self.num_classes)
+
+    def check(self, image_size: int) -> None:
+        directory, meta = self._cache(image_size)
+        if _read_cache(directory, meta) is None:
+            self.verify(data_root())
+
+    def download(self) -> None:
+        root = data_root()
+        try:
+            # The constructor's download skips files that are already there and checks the md5 sums; it then
+            # decodes a split, which costs little next to the download.
+            self.cls(str(root), download=True)
+        except Exception as error:  # urllib, torchvision and gdown raise assorted exception types
+            reason = " ".join(str(error).split()).rstrip(".")
+            raise BenchError(
+                f"dataset {self.name!r}: downloading from {self.url} into {root} failed: {reason}; "
+                f"check the internet connection{self.hint.format(root=root)}"
+            ) from None
+
+
+class _Mnist(_Torchvision):
+    IMAGE_SHAPE = (28, 28)
+
+    @property
+    def url(self) -> str:
+        return self.cls.mirrors[0]
+
+    def _idx_length(self, root: Path, path: Path, item_shape: tuple[int, ...]) -> int:
+        """The item count of IDX file `path`, once its header and size are checked: torchvision checks no sum
+        of the extracted files, and a truncated one would fail deep inside its reader."""
+        if not path.is_file():
+            raise self.error(root, f"missing {path}")
+        ndim = 1 + len(item_shape)
+        with open(path, "rb") as f:
+            header = f.read(4 + 4 * ndim)
+        # Magic number: two zero bytes, the element type (8: uint8), the number of dimensions.
+        if len(header) < 4 + 4 * ndim or header[:4] != bytes([0, 0, 8, ndim]):
+            raise self.corrupt(root, path, f"not an IDX file of uint8 with {ndim} dimensions")
+        dims = struct.unpack(f">{ndim}I", header[4:])
+        if dims[1:] != item_shape:
+            raise self.corrupt(root, path, f"items of shape {dims[1:]}, expected {item_shape}")
+        expected, found = len(header) + math.prod(dims), path.stat().st_size
+        if found != expected:
+            raise self.corrupt(root, path, f"{found:,} bytes where its header says {expected:,}")
+        return dims[0]
+
+    def verify(self, root: Path) -> None:
+        raw = root / self.cls.__name__ / "raw"  # as torchvision's MNIST.raw_folder
+        for prefix in ("train", "t10k"):
+            images = self._idx_length(root, raw / f"{prefix}-images-idx3-ubyte", self.IMAGE_SHAPE)
+            labels_path = raw / f"{prefix}-labels-idx1-ubyte"
+            labels = self._idx_length(root, labels_path, ())
+            if labels != images:
+                raise self.corrupt(root, labels_path, f"{labels:,} labels for {images:,} images")
+
+    def decode(self, root: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+        dataset = self.cls(str(root), train=split == "train")
+        return _resized(dataset.data.unsqueeze(1), size).numpy(), dataset.targets.numpy()
+
+
+class _Cifar10(_Torchvision):
+    @property
+    def url(self) -> str:
+        return self.cls.url
+
+    def verify(self, root: Path) -> None:
+        cls = self.cls
+        files = cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]]
+        for filename, md5 in files:
+            path = root / cls.base_folder / filename
+            if not path.is_file():
+                raise self.error(root, f"missing {path}")
+            # The check the CIFAR-10 class itself calls, by the same name.
+            if not torchvision.datasets.cifar.check_integrity(str(path), md5):
+                raise self.corrupt(root, path, "its md5 sum is not the one torchvision expects")
+
+    def decode(self, root: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+        dataset = self.cls(str(root), train=split == "train")
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)  # torchvision gives N×H×W×C
+        return _resized(images, size).numpy(), np.asarray(dataset.targets, dtype=np.int64)
+
+
+class _CelebA(_Torchvision):
+    CROP = 160  # the usual centred face crop of the 178×218 aligned images
+    hint = (
+        " (torchvision downloads CelebA from Google Drive, which is often rate-limited: the files can also be "
+        "placed by hand under {root}/celeba/, i.e. img_align_celeba/ and the list_*.txt and identity_CelebA.txt files)"
+    )
+
+    @property
+    def url(self) -> str:
+        return "Google Drive (the file ids in torchvision.datasets.CelebA.file_list)"
+
+    def verify(self, root: Path) -> None:
+        folder = root / self.cls.base_folder
+        for _, md5, filename in self.cls.file_list:
+            if filename.endswith(".zip"):
+                continue  # torchvision only needs the extracted images
+            path = folder / filename
+            if not path.is_file():
+                raise self.error(root, f"missing {path}")
+            # The check the CelebA class itself calls, by the same name.
+            if not torchvision.datasets.celeba.check_integrity(str(path), md5):
+                raise self.corrupt(root, path, "its md5 sum is not the one torchvision expects")
+        images = folder / "img_align_celeba"
+        if not images.is_dir():
+            raise self.error(root, f"missing {images}")
+        # A half-extracted archive is the likely mishap when the files are placed by hand; torchvision does
+        # not look, and listing the folder is quick next to decoding it.
+        lines = (folder / "list_eval_partition.txt").read_text().splitlines()
+        listed = [fields[0] for fields in map(str.split, lines) if fields]
+        absent = sorted(set(listed) - set(os.listdir(images)))
+        if absent:
+            more = f" and {len(absent) - 1:,} more of the {len(listed):,} images" if len(absent) > 1 else ""
+            raise self.error(root, f"missing {images / absent[0]}{more}")
+
+    def decode(self, root: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+        dataset = self.cls(str(root), split=split, target_type=[])
+        folder = root / self.cls.base_folder / "img_align_celeba"
+        try:
+            images = _decode_images([folder / name for name in dataset.filename], self.CROP, size, f"celeba {split}")
+        except _UnreadableImage as bad:
+            fix = f"extract it again from img_align_celeba.zip, or delete {folder} and {PREFETCH_FIX}"
+            raise self.error(root, f"corrupt {bad.path} ({bad.reason})", fix) from None
+        # CelebA has no classes: the domain classifier behind FID features cannot be trained on it.
+        return images, np.zeros(len(images), dtype=np.int64)
+
+
+def _register_torchvision(dataset: _Torchvision, default_size: int, description: str) -> None:
+    register(dataset.name, default_size, description, check=dataset.check, download=dataset.download)(dataset.load)
+
+
+_register_torchvision(
+    _Mnist("mnist", torchvision.datasets.MNIST, num_classes=10),
+    28,
+    "MNIST handwritten digits: 28×28 gray, 60k/10k, 10 classes",
+)
+_register_torchvision(
+    _Mnist("fashion_mnist", torchvision.datasets.FashionMNIST, num_classes=10),
+    28,
+    "Fashion-MNIST clothing: 28×28 gray, 60k/10k, 10 classes",
+)
+_register_torchvision(
+    _Cifar10("cifar10", torchvision.datasets.CIFAR10, num_classes=10),
+    32,
+    "CIFAR-10 photos: 32×32 RGB, 50k/10k, 10 classes",
+)
+_register_torchvision(
+    _CelebA("celeba", torchvision.datasets.CelebA, num_classes=0),
+    64,
+    "CelebA aligned faces: centred 160×160 crop resized, RGB, 162,770/19,962 (train/test partitions), no classes",
+)
+
