@@ -5,16 +5,18 @@ Two feature extractors:
   (the weights cannot be downloaded at run time on an offline machine);
 - `domain`: a small classifier that gan-bench trains on the dataset's training split, deterministically,
   and caches on disk with its test accuracy. It is registered with torch-fidelity, so the metric code
-  is the same; only the features differ. FIDs from the two extractors are not comparable, which is why
-  every result carries the extractor's id.
+  is the same; only the features differ.
+FIDs from different extractors, weights, resizes of the real images, real splits or sample counts are not
+comparable, which is why every result carries its protocol (`Scorer.protocol`, `protocol_id`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from bench import BenchError
 from bench.data import Dataset
-from bench.io import atomic_torch_save, atomic_write_json, cache_dir
+from bench.io import _atomic, atomic_write_json, cache_dir
 
 DOMAIN_EXTRACTOR = "gan-bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -41,6 +43,9 @@ class MetricsConfig(BaseModel):
 
     extractor: Literal["domain", "inception"] = "domain"
     num_samples: int = Field(1000, ge=10, description="generated samples scored at each evaluation")
+    # v1 scored against the first num_test_examples = 10,000 test images, in order (eval_gan_lib.py lines 128-146).
+    num_real: int | None = Field(None, ge=10, description="real images scored against: the first N of the test "
+                                 "split, in order; default: all of it")
     kid: bool = True
     kid_subsets: int = Field(100, ge=1, description="KID's random subsets (torch-fidelity's default: 100)")
     isc: bool = True
@@ -120,6 +125,18 @@ def train_domain_classifier(dataset: Dataset, steps: int = 600, seed: int = 0) -
     return model, accuracy
 
 
+def _save_reproducibly(checkpoint: dict[str, Any], path: Path) -> None:
+    """torch.save(checkpoint) written atomically, the same bytes for the same checkpoint.
+
+    torch.save names the archive inside after the file it writes, which atomic_torch_save makes a random temporary
+    name: the same weights would give files of different hashes, hence different protocols. Saved to a buffer,
+    the archive is always named "archive".
+    """
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    _atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+
+
 def domain_extractor_path(dataset: Dataset) -> Path:
     """The cached domain classifier for this dataset, trained on first use. Its test accuracy sits beside it."""
     c, h, w = dataset.image_shape
@@ -129,7 +146,7 @@ def domain_extractor_path(dataset: Dataset) -> Path:
         model, accuracy = train_domain_classifier(dataset)
         info = {"dataset": dataset.name, "image_shape": [c, h, w], "num_classes": dataset.num_classes,
                 "test_accuracy": accuracy, "id": stem}
-        atomic_torch_save({"state_dict": model.state_dict(), **info}, path)
+        _save_reproducibly({"state_dict": model.state_dict(), **info}, path)
         atomic_write_json(path.with_suffix(".json"), info)
     return path
 
@@ -194,12 +211,46 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 CACHE_PROBE = 64  # images scored to fill the real-feature cache: enough for IS's 10 splits and KID's subsets
+WEIGHTS_HASH_DIGITS = 12
+
+
+def file_hash(path: Path) -> str:
+    """The first WEIGHTS_HASH_DIGITS hex digits of the sha256 of the file at `path`."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:WEIGHTS_HASH_DIGITS]
+
+
+def protocol_id(protocol: Mapping[str, Any]) -> str:
+    """One compact string for a `Scorer.protocol`, e.g.
+    `inception-v3-compat@1a2b3c4d5e6f resize=tf1_bilinear real=test:10000 gen=10000`.
+
+    FIDs are comparable only under equal protocols: other extractor weights, another resize of the real images,
+    another real split or other sample counts (FID is biased by the sample size) all move them. A protocol
+    recorded before all these fields existed names only its extractor, and so does its id.
+    """
+    text = str(protocol["extractor"])
+    if "extractor_weights" in protocol:
+        text += f"@{protocol['extractor_weights']}"
+    if "resize" in protocol:
+        text += f" resize={protocol['resize']}"
+    if "real_split" in protocol:
+        text += f" real={protocol['real_split']}:{protocol['real_count']}"
+    if "gen_count" in protocol:
+        text += f" gen={protocol['gen_count']}"
+    return text
 
 
 class Scorer:
-    """Scores generators against one dataset's test split; the real-data features are cached on disk."""
+    """Scores generators against one dataset's test split (its first `num_real` images); the real-data features
+    are cached on disk."""
 
     def __init__(self, config: MetricsConfig, dataset: Dataset, device: torch.device):
+        if config.num_real is not None and config.num_real > len(dataset.test):
+            raise BenchError(f"metrics.num_real: {config.num_real} real images asked for, but the test split of "
+                             f"{dataset.name} has {len(dataset.test)}")
         self.config = config
         self.dataset = dataset
         self.device = device
@@ -222,10 +273,26 @@ class Scorer:
             self.extractor_name = INCEPTION_EXTRACTOR
             self.extractor_id = INCEPTION_EXTRACTOR
             self.extractor_accuracy = None
-        self.real = _Images(dataset.test)
+        self.extractor_weights = file_hash(self.weights_path)
+        real = dataset.test[: config.num_real]  # v1's rule: the first N, in order (None: all)
+        self.real = _Images(real)
         c, h, w = dataset.image_shape
-        digest = hashlib.sha1(dataset.test.contiguous().numpy().tobytes()).hexdigest()[:10]
-        self.real_cache_name = f"{dataset.name}-{c}x{h}x{w}-test-{digest}-{self.extractor_id}"
+        digest = hashlib.sha1(real.contiguous().numpy().tobytes()).hexdigest()[:10]
+        # Other weights give other features, even under the same extractor id.
+        self.real_cache_name = (f"{dataset.name}-{c}x{h}x{w}-test-{len(real)}-{digest}-{self.extractor_id}-"
+                                f"{self.extractor_weights}")
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """How this Scorer's numbers are made; only numbers of equal protocols compare (see `protocol_id`)."""
+        return {
+            "extractor": self.extractor_id,
+            "extractor_weights": self.extractor_weights,
+            "resize": self.dataset.resize,
+            "real_split": "test",
+            "real_count": len(self.real),
+            "gen_count": self.config.num_samples,
+        }
 
     def sample_images(self, sample: Callable[[int, torch.Generator], torch.Tensor]) -> torch.Tensor:
         """uint8 images from `sample(n, generator) -> [0, 1] images`, with the fixed latent seed."""
@@ -239,7 +306,7 @@ class Scorer:
         return torch.cat(batches)
 
     def score_images(self, images: torch.Tensor) -> dict[str, float]:
-        """Metrics of uint8 N×C×H×W images against the test split."""
+        """Metrics of uint8 N×C×H×W images against the real images."""
         n = min(len(images), len(self.real))
         metrics = torch_fidelity.calculate_metrics(
             input1=_Images(images),
@@ -269,7 +336,7 @@ class Scorer:
         return self.score_images(self.sample_images(sample))
 
     def cache_real_features(self) -> None:
-        """Extracts the test split's features into the cache now, so that trials only extract their samples'.
+        """Extracts the real images' features into the cache now, so that trials only extract their samples'.
 
         torch-fidelity caches the second input's features as a side effect of a metric computation, so this
         scores a few test images against the test split (10,000 Inception images cost ~25 min on a CPU).

@@ -83,7 +83,7 @@ def test_register_adds_a_loader(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.update(image_size=image_size, flavour=flavour)
         images = torch.zeros(2, 3, image_size, image_size, dtype=torch.uint8)
         labels = torch.zeros(2, dtype=torch.int64)
-        return data.Dataset("tiny", images, images, labels, labels, num_classes=1)
+        return data.Dataset("tiny", images, images, labels, labels, num_classes=1, resize="none")
 
     assert data.load("tiny", flavour="salty").image_shape == (3, 8, 8)
     assert seen == {"image_size": 8, "flavour": "salty"}
@@ -103,11 +103,13 @@ def test_digits_shapes_and_split() -> None:
     assert d.test_labels.dtype == torch.int64 and d.test_labels.shape == (360,)
     assert set(d.train_labels.tolist()) == set(range(10)) == set(d.test_labels.tolist())
     assert d.train.max() > 200 and d.train.min() == 0
+    assert d.resize == "antialias"  # from 8×8
 
 
 def test_digits_split_is_a_partition_of_the_originals() -> None:
     # At 8×8 the resize is the identity, so train + test must hold every original (image, label) exactly once.
     d = data.load("digits", 8)
+    assert d.resize == "none"
     bunch = load_digits()
     originals = np.round(bunch.images / 16 * 255).astype(np.uint8)
     expected = sorted((image.tobytes(), int(label)) for image, label in zip(originals, bunch.target))
@@ -130,6 +132,7 @@ def test_digits_resize_and_determinism() -> None:
 
 def test_polygons_shapes_labels_and_determinism(polygons: data.Dataset) -> None:
     assert polygons.name == "polygons" and polygons.num_classes == 6
+    assert polygons.resize == "none"  # rasterised at the size asked for
     assert polygons.train.shape == (300, 1, 28, 28) and polygons.test.shape == (100, 1, 28, 28)
     assert polygons.train.dtype == torch.uint8 and polygons.train_labels.dtype == torch.int64
     assert polygons.test_labels.shape == (100,)

@@ -1,9 +1,11 @@
 """Metrics: torch-fidelity's numbers against independent numpy/scipy computations on the same features."""
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+import pydantic
 import pytest
 import scipy.linalg
 import torch
@@ -12,7 +14,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorIncepti
 
 from bench import BenchError, data
 from bench.metrics import (DOMAIN_EXTRACTOR, INCEPTION_FILE, DomainFeatureExtractor, MetricsConfig, Scorer,
-                           inception_weights_path, to_uint8)
+                           _save_reproducibly, inception_weights_path, protocol_id, to_uint8)
 from bench.trial import TrialConfig, run_trial
 
 
@@ -149,7 +151,7 @@ def inception_weights(tmp_path_factory):
 
 def test_inception_fid_and_is_match_independent_computations(digits, inception_weights):
     small = data.Dataset("digits", digits.train[:12], digits.test[:12], digits.train_labels[:12],
-                         digits.test_labels[:12], 10)
+                         digits.test_labels[:12], 10, digits.resize)
     scorer = Scorer(MetricsConfig(extractor="inception", inception_weights=inception_weights, num_samples=12,
                                   kid=False, isc=True), small, torch.device("cpu"))
     assert scorer.extractor_id == "inception-v3-compat"
@@ -165,6 +167,78 @@ def test_inception_fid_and_is_match_independent_computations(digits, inception_w
     assert fake_features.std() > 0.05  # the features do not vanish, so the comparison means something
     assert metrics["fid"] == pytest.approx(scipy_fid(fake_features, real_features), rel=1e-4)
     assert metrics["isc"] == pytest.approx(numpy_inception_score(fake_logits), rel=1e-4)
+
+
+def sha256_12(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def test_num_real_scores_against_the_first_n_test_images(digits):
+    scorer = Scorer(MetricsConfig(num_samples=200, num_real=200, kid=False, isc=False), digits, torch.device("cpu"))
+    fake = digits.train[:200]
+    ours = scorer.score_images(fake)["fid"]
+    fake_features = features_of(scorer, fake)
+    reference = scipy_fid(fake_features, features_of(scorer, digits.test[:200]))
+    assert abs(ours - reference) / reference < 1e-4
+    # Neither the whole split nor another 200 would give it.
+    for other in (digits.test, digits.test[-200:]):
+        assert abs(scipy_fid(fake_features, features_of(scorer, other)) - reference) / reference > 1e-2
+    assert scorer.protocol["real_count"] == 200
+    assert "-test-200-" in scorer.real_cache_name
+    whole = Scorer(MetricsConfig(num_samples=200), digits, torch.device("cpu"))
+    assert whole.protocol["real_count"] == 360 and "-test-360-" in whole.real_cache_name
+
+
+def test_num_real_beyond_the_test_split_is_one_line(digits):
+    with pytest.raises(BenchError) as info:
+        Scorer(MetricsConfig(num_real=361), digits, torch.device("cpu"))
+    message = str(info.value)
+    assert "\n" not in message and "metrics.num_real" in message and "361" in message and "360" in message
+    with pytest.raises(pydantic.ValidationError, match="num_real"):
+        MetricsConfig(num_real=9)
+
+
+def test_protocol_names_everything_a_fid_depends_on(scorer):
+    weights = sha256_12(scorer.weights_path)
+    assert scorer.protocol == {"extractor": scorer.extractor_id, "extractor_weights": weights, "resize": "antialias",
+                               "real_split": "test", "real_count": 360, "gen_count": 360}
+    assert protocol_id(scorer.protocol) == f"{scorer.extractor_id}@{weights} resize=antialias real=test:360 gen=360"
+    assert weights in scorer.real_cache_name
+
+
+def test_inception_protocol_hashes_the_weights_file(digits, inception_weights, tmp_path):
+    config = MetricsConfig(extractor="inception", inception_weights=inception_weights, num_samples=50, num_real=20)
+    scorer = Scorer(config, digits, torch.device("cpu"))
+    assert scorer.protocol == {"extractor": "inception-v3-compat", "extractor_weights": sha256_12(inception_weights),
+                               "resize": "antialias", "real_split": "test", "real_count": 20, "gen_count": 50}
+    state = torch.load(inception_weights, weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name] + 1e-3
+    changed = tmp_path / "changed.pth"
+    torch.save(state, changed)
+    other = Scorer(config.model_copy(update={"inception_weights": changed}), digits, torch.device("cpu"))
+    assert other.protocol["extractor_weights"] == sha256_12(changed) != scorer.protocol["extractor_weights"]
+    assert other.real_cache_name != scorer.real_cache_name  # the other weights' features are not reused
+
+
+def test_domain_extractor_files_are_reproducible(tmp_path):
+    # The weights hash is of the file: equal weights must give equal files, whatever the path written to.
+    checkpoint = {"state_dict": {"w": torch.arange(6.0)}, "id": "x"}
+    _save_reproducibly(checkpoint, tmp_path / "a.pt")
+    _save_reproducibly(checkpoint, tmp_path / "b" / "other-name.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b" / "other-name.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]["w"], torch.arange(6.0))
+
+
+def test_protocol_ids_tell_protocols_apart():
+    base = {"extractor": "inception-v3-compat", "extractor_weights": "1a2b3c4d5e6f", "resize": "tf1_bilinear",
+            "real_split": "test", "real_count": 10000, "gen_count": 10000}
+    assert protocol_id(base) == "inception-v3-compat@1a2b3c4d5e6f resize=tf1_bilinear real=test:10000 gen=10000"
+    changes = {"extractor": "domain-celeba", "extractor_weights": "ffffffffffff", "resize": "antialias",
+               "real_split": "train", "real_count": 19962, "gen_count": 5000}
+    ids = [protocol_id(base)] + [protocol_id({**base, key: value}) for key, value in changes.items()]
+    assert len(set(ids)) == len(ids)
+    assert protocol_id({"extractor": "inception-v3-compat"}) == "inception-v3-compat"  # recorded before protocols
 
 
 def test_kid_subsets_reach_torch_fidelity(digits):

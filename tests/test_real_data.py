@@ -118,6 +118,7 @@ def test_mnist_pixels_labels_and_split_are_the_files(root: Path, name: str, fold
     arrays = write_mnist(root, folder)
     dataset = _load_quietly(name)
     assert dataset.name == name and dataset.image_shape == (1, 28, 28)
+    assert dataset.resize == "none"
     _assert_mnist(dataset, arrays)
 
 
@@ -169,6 +170,7 @@ def test_mnist_resized_from_the_native_images(root: Path) -> None:
     arrays = write_mnist(root)
     dataset = data.load("mnist", 16)
     assert dataset.train.shape == (N_TRAIN, 1, 16, 16)
+    assert dataset.resize == "antialias"
     native = torch.from_numpy(arrays["test"]).float()[:, None]
     expected = torch.nn.functional.interpolate(native, size=(16, 16), mode="bilinear", antialias=True)
     assert (dataset.test.float() - expected).abs().max() <= 1
@@ -354,6 +356,7 @@ def test_cifar10_pixels_labels_and_split_are_the_files(root: Path, no_md5: None)
     arrays = write_cifar10(root)
     dataset = _load_quietly("cifar10")
     assert dataset.name == "cifar10" and dataset.num_classes == 10 and dataset.image_shape == (3, 32, 32)
+    assert dataset.resize == "none"
     assert dataset.train.shape == (15, 3, 32, 32) and dataset.test.shape == (3, 3, 32, 32)
     for key in data_cache.ARRAYS:
         assert np.array_equal(getattr(dataset, key).numpy(), arrays[key]), key
@@ -424,6 +427,7 @@ def test_celeba_partitions_crop_and_resize(root: Path, no_md5: None, size: int) 
     test = [p for p, s in zip(paths, CELEBA_PARTITIONS) if s == 2]
     assert dataset.train.shape == (len(train), 3, size, size) and dataset.test.shape == (len(test), 3, size, size)
     assert dataset.num_classes == 0
+    assert dataset.resize == ("none" if size == 160 else "antialias")
     assert dataset.train_labels.tolist() == [0] * len(train) and dataset.test_labels.tolist() == [0] * len(test)
     for images, files in ((dataset.train, train), (dataset.test, test)):
         for image, path in zip(images.numpy(), files):
@@ -482,6 +486,94 @@ def test_celeba_corrupt_image_is_named(root: Path, no_md5: None) -> None:
     with pytest.raises(DatasetMissingError) as info:
         data.load("celeba")
     _assert_one_line(info.value, "corrupt", paths[2], "img_align_celeba.zip", "gan-bench prefetch")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the option resize: tf1_bilinear, compare_gan v1's resize of CelebA
+
+
+def tf1_bilinear_reference(image: np.ndarray, size: int) -> np.ndarray:
+    """TF1's tf.image.resize_images(image, [size, size]) of a C×H×W image, pixel by pixel in float64: bilinear,
+    align_corners=False, legacy coordinates (output pixel i samples input coordinate i·in/out), no antialiasing."""
+    channels, height, width = image.shape
+    out = np.empty((channels, size, size))
+    for i in range(size):
+        y = i * height / size
+        top, y_lerp = int(np.floor(y)), y - np.floor(y)
+        bottom = min(top + 1, height - 1)
+        for j in range(size):
+            x = j * width / size
+            left, x_lerp = int(np.floor(x)), x - np.floor(x)
+            right = min(left + 1, width - 1)
+            upper = image[:, top, left] + (image[:, top, right] - image[:, top, left]) * x_lerp
+            lower = image[:, bottom, left] + (image[:, bottom, right] - image[:, bottom, left]) * x_lerp
+            out[:, i, j] = upper + (lower - upper) * y_lerp
+    return out
+
+
+@pytest.mark.parametrize(("shape", "size"), [((3, 10, 10), 4), ((1, 10, 7), 4), ((3, 160, 160), 64), ((1, 5, 5), 8)])
+def test_tf1_bilinear_is_tf1s_legacy_formula(shape: tuple[int, int, int], size: int) -> None:
+    image = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    expected = tf1_bilinear_reference(image.astype(np.float64), size)
+    height, width = shape[1:]
+    matrices = data_images._tf1_bilinear_matrix(height, size), data_images._tf1_bilinear_matrix(width, size)
+    floats = matrices[0] @ torch.from_numpy(image).float() @ matrices[1].T
+    assert np.abs(floats.numpy() - expected).max() < 1e-3
+    resized = data_images._resized(torch.from_numpy(image)[None], size, "tf1_bilinear")[0]
+    assert resized.dtype == torch.uint8 and resized.shape == (shape[0], size, size)
+    assert np.abs(resized.numpy() - expected).max() <= 0.5 + 1e-3  # rounded where v1 kept the floats
+
+
+def test_celeba_tf1_bilinear_has_its_own_pixels_and_cache(
+    root: Path, no_md5: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = write_celeba(root)
+    default = _load_quietly("celeba")
+    tf1 = _load_quietly("celeba", resize="tf1_bilinear")
+    assert default.resize == "antialias" and tf1.resize == "tf1_bilinear"
+    assert tf1.train.shape == default.train.shape and tf1.test.shape == default.test.shape == (2, 3, 64, 64)
+    assert not torch.equal(tf1.train, default.train) and not torch.equal(tf1.test, default.test)
+    test = [p for p, s in zip(paths, CELEBA_PARTITIONS) if s == 2]
+    for image, path in zip(tf1.test.numpy(), test):
+        expected = tf1_bilinear_reference(_pil_square(path, 160).astype(np.float64), 64)
+        assert np.abs(image - expected).max() <= 0.5 + 1e-3, path
+
+    caches = root / "gan-bench-cache"
+    assert sorted(p.name for p in caches.iterdir()) == ["celeba-64", "celeba-64-tf1_bilinear"]
+    assert json.loads((caches / "celeba-64-tf1_bilinear" / "meta.json").read_text())["resize"] == "tf1_bilinear"
+    decodes = _counting(monkeypatch, torchvision.datasets.folder, "pil_loader")
+    assert torch.equal(data.load("celeba", resize="tf1_bilinear").train, tf1.train)
+    assert torch.equal(data.load("celeba").train, default.train)
+    assert not decodes  # each from its own cache
+    data.check_available("celeba", resize="tf1_bilinear")
+    assert data.load("celeba", 160, resize="tf1_bilinear").resize == "none"  # the crop itself
+
+
+def test_folder_tf1_bilinear_has_its_own_pixels_and_cache(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    (tmp_path / "big" / "only").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "big" / "only" / f"{i}.png")
+    default = data.load("folder", 8, path=tmp_path / "big")
+    tf1 = data.load("folder", 8, path=tmp_path / "big", resize="tf1_bilinear")
+    assert default.resize == "antialias" and tf1.resize == "tf1_bilinear"
+    assert not torch.equal(tf1.train, default.train)
+    names = sorted(p.name for p in (tmp_path / "cache" / "datasets").iterdir())
+    assert len(names) == 2 and names[1] == names[0] + "-tf1_bilinear" and names[0].endswith("-8")
+
+
+def test_resize_option_is_checked(root: Path, tmp_path: Path, no_md5: None) -> None:
+    write_celeba(root)
+    write_folder(tmp_path / "pets")
+    data.check_options("celeba", {"resize": "tf1_bilinear"})
+    data.check_options("folder", {"resize": "antialias"})
+    with pytest.raises(BenchError, match="unknown option 'resize' for dataset 'mnist'"):
+        data.check_options("mnist", {"resize": "tf1_bilinear"})
+    for name, options in (("celeba", {}), ("folder", {"path": tmp_path / "pets"})):
+        for call in (data.load, data.check_available, data.fetch):  # fetch: before any download
+            with pytest.raises(BenchError) as info:
+                call(name, resize="bicubic", **options)
+            _assert_one_line(info.value, "option resize", f"'{name}'", "antialias, tf1_bilinear", "'bicubic'")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

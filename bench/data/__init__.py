@@ -55,6 +55,10 @@ class Dataset:
     train_labels: torch.Tensor  # int64 (N,): class labels, for the domain classifier behind FID features
     test_labels: torch.Tensor  # int64 (M,)
     num_classes: int
+    # Which resize produced the pixels: "none" when the images are at their native size, else the method
+    # ("antialias" or "tf1_bilinear", see bench.data.images). It is part of every score's protocol, because FIDs
+    # against differently resized real images are not comparable.
+    resize: str
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

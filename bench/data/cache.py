@@ -50,8 +50,8 @@ def _write_cache(directory: Path, meta: dict[str, Any], arrays: dict[str, np.nda
         raise BenchError(f"cannot write the dataset cache {directory}: {reason}; make it writable") from None
 
 
-def _dataset(name: str, arrays: dict[str, np.ndarray], num_classes: int) -> Dataset:
+def _dataset(name: str, arrays: dict[str, np.ndarray], num_classes: int, resize: str) -> Dataset:
     tensors = {key: torch.from_numpy(arrays[key]) for key in ARRAYS}
     train, test = tensors["train"], tensors["test"]
-    return Dataset(name, train, test, tensors["train_labels"], tensors["test_labels"], num_classes)
+    return Dataset(name, train, test, tensors["train_labels"], tensors["test_labels"], num_classes, resize)
 

@@ -15,7 +15,7 @@ import torchvision
 from bench import BenchError
 from bench.data import Dataset, DatasetMissingError, register
 from bench.data.cache import REAL_CACHE_VERSION, _dataset, _read_cache, _write_cache
-from bench.data.images import _decode_images, _UnreadableImage
+from bench.data.images import DEFAULT_RESIZE, _check_resize, _decode_images, _UnreadableImage
 from bench.io import cache_dir
 
 FOLDER_SEED = 0  # of the train/test split
@@ -60,24 +60,31 @@ def _listing_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_folder(image_size: int, *, path: str | None = None, test_fraction: float = 0.1) -> None:
+def _check_folder(
+    image_size: int, *, path: str | None = None, test_fraction: float = 0.1, resize: str = DEFAULT_RESIZE
+) -> None:
     _image_folder(path)
     _check_fraction(test_fraction)
+    _check_resize("folder", resize)
 
 
 @register(
     "folder",
     64,
-    "an ImageFolder-style directory (option path; one subfolder per class): centred square crop resized, RGB",
+    "an ImageFolder-style directory (option path; one subfolder per class): centred square crop resized (option "
+    "resize), RGB",
     check=_check_folder,
 )
-def folder(image_size: int, *, path: str | None = None, test_fraction: float = 0.1) -> Dataset:
+def folder(
+    image_size: int, *, path: str | None = None, test_fraction: float = 0.1, resize: str = DEFAULT_RESIZE
+) -> Dataset:
     listing = _image_folder(path)
     fraction = _check_fraction(test_fraction)
+    resize = _check_resize("folder", resize)
     source = Path(listing.root).resolve()
     fingerprint = _listing_fingerprint(source)
     key = hashlib.sha256(json.dumps([str(source), fingerprint, fraction]).encode()).hexdigest()[:12]
-    directory = cache_dir() / "datasets" / f"folder-{key}-{image_size}"
+    name = f"folder-{key}-{image_size}"
     meta = {
         "version": REAL_CACHE_VERSION,
         "name": "folder",
@@ -86,6 +93,12 @@ def folder(image_size: int, *, path: str | None = None, test_fraction: float = 0
         "listing": fingerprint,
         "test_fraction": fraction,
     }
+    if resize != DEFAULT_RESIZE:
+        # A folder of its own, so that the two resizes never share a cache; named and recorded only then, so that
+        # the caches made before resize was an option stay valid.
+        name += f"-{resize}"
+        meta["resize"] = resize
+    directory = cache_dir() / "datasets" / name
     arrays = _read_cache(directory, meta)
     if arrays is None:
         samples = listing.samples  # (path, class index), sorted by class then path
@@ -95,10 +108,12 @@ def folder(image_size: int, *, path: str | None = None, test_fraction: float = 0
         for split, indices in (("train", np.sort(order[n_test:])), ("test", np.sort(order[:n_test]))):
             paths = [Path(samples[i][0]) for i in indices]
             try:
-                arrays[split] = _decode_images(paths, None, image_size, f"folder {split}")
+                arrays[split] = _decode_images(paths, None, image_size, resize, f"folder {split}")
             except _UnreadableImage as bad:
                 problem = f"cannot read {bad.path} ({bad.reason})"
                 raise DatasetMissingError(f"dataset 'folder': {problem}; repair or remove it") from None
             arrays[f"{split}_labels"] = np.array([samples[i][1] for i in indices], dtype=np.int64)
         _write_cache(directory, meta, arrays)
-    return _dataset("folder", arrays, num_classes=len(listing.classes))
+    # The method even where every image happens to be image_size already (then both methods are the identity):
+    # the images of a folder have no one native size, and the method is what a FID protocol must tell apart.
+    return _dataset("folder", arrays, num_classes=len(listing.classes), resize=resize)

@@ -10,12 +10,14 @@ import torch.nn.functional as F
 
 from bench.data import Dataset, _check_int, register
 from bench.data.cache import _dataset, _read_cache, _write_cache
+from bench.data.images import DEFAULT_RESIZE, NO_RESIZE
 from bench.io import cache_dir
 
 # ---------------------------------------------------------------------------------------------------------------------
 # digits
 
 DIGITS_TEST = 360
+DIGITS_SIZE = 8  # the side of scikit-learn's images
 
 
 @register("digits", 16, "scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes); no download")
@@ -29,7 +31,10 @@ def digits(image_size: int) -> Dataset:
     labels = torch.from_numpy(bunch.target).long()
     order = torch.from_numpy(np.random.RandomState(0).permutation(len(images)))
     train, test = order[:-DIGITS_TEST], order[-DIGITS_TEST:]
-    return Dataset("digits", images[train], images[test], labels[train], labels[test], num_classes=10)
+    # At the native 8×8 the interpolation is the identity; otherwise it is the antialiased bilinear resize (of the
+    # floats, before rounding).
+    resize = NO_RESIZE if image_size == DIGITS_SIZE else DEFAULT_RESIZE
+    return Dataset("digits", images[train], images[test], labels[train], labels[test], num_classes=10, resize=resize)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -116,5 +121,6 @@ def polygons(image_size: int, *, seed: int = 0, n_train: int = 60000, n_test: in
         arrays = dict(zip(("train", "train_labels"), make_polygons(n_train, image_size, train_rng)))
         arrays.update(zip(("test", "test_labels"), make_polygons(n_test, image_size, test_rng)))
         _write_cache(directory, meta, arrays)
-    return _dataset("polygons", arrays, num_classes=6)
+    # Rasterised at image_size itself (each pixel's coverage of the polygon), never resized.
+    return _dataset("polygons", arrays, num_classes=6, resize=NO_RESIZE)
 

@@ -16,7 +16,7 @@ import torchvision
 from bench import BenchError
 from bench.data import Dataset, DatasetMissingError, data_root, register
 from bench.data.cache import REAL_CACHE_VERSION, _dataset, _read_cache, _write_cache
-from bench.data.images import _decode_images, _resized, _UnreadableImage
+from bench.data.images import DEFAULT_RESIZE, NO_RESIZE, _check_resize, _decode_images, _resized, _UnreadableImage
 
 PREFETCH_FIX = (
     'run "gan-bench prefetch STUDY.yaml" on a machine with internet, '
@@ -26,12 +26,15 @@ PREFETCH_FIX = (
 
 class _Torchvision:
     """A dataset that a torchvision class reads from data_root(), cached under
-    data_root()/gan-bench-cache/<name>-<size>/ beside its raw files.
+    data_root()/gan-bench-cache/<name>-<size>[-<resize>]/ beside its raw files.
 
-    Subclasses say where the raw files are (`verify`) and how to decode a split (`decode`).
+    Subclasses say where the raw files are (`verify`), how to decode a split (`decode`) and the side of the
+    decoded images (`native_size`). Those whose resize is an option (celeba) override the public `load`, `check`
+    and `download` with a keyword-only `resize`; the others always resize with DEFAULT_RESIZE.
     """
 
     hint = ""  # added to missing-file errors; may use {root}
+    native_size: int  # the side of the images as decoded, before any resize
 
     def __init__(self, name: str, cls: type[torchvision.datasets.VisionDataset], num_classes: int) -> None:
         self.name, self.cls, self.num_classes = name, cls, num_classes
@@ -45,8 +48,8 @@ class _Torchvision:
         """Raises DatasetMissingError naming the first raw file under `root` that is missing or corrupt."""
         raise NotImplementedError
 
-    def decode(self, root: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Split "train" or "test": images uint8 N×C×size×size and labels int64 (N,)."""
+    def decode(self, root: Path, split: str, size: int, resize: str) -> tuple[np.ndarray, np.ndarray]:
+        """Split "train" or "test": images uint8 N×C×size×size, resized by method `resize`, and labels int64 (N,)."""
         raise NotImplementedError
 
     def error(self, root: Path, problem: str, fix: str = PREFETCH_FIX) -> DatasetMissingError:
@@ -56,28 +59,40 @@ class _Torchvision:
     def corrupt(self, root: Path, path: Path, reason: str) -> DatasetMissingError:
         return self.error(root, f"corrupt {path} ({reason})", "delete it, then " + PREFETCH_FIX)
 
-    def _cache(self, size: int) -> tuple[Path, dict[str, Any]]:
-        directory = data_root() / "gan-bench-cache" / f"{self.name}-{size}"
+    def _cache(self, size: int, resize: str) -> tuple[Path, dict[str, Any]]:
+        folder = f"{self.name}-{size}"
         source = f"torchvision.datasets.{self.cls.__name__}"
         meta = {"version": REAL_CACHE_VERSION, "name": self.name, "image_size": size, "source": source}
-        return directory, meta
+        if resize != DEFAULT_RESIZE:
+            # A folder of its own, so that the two resizes never share a cache; named and recorded only then, so
+            # that the caches made before resize was an option stay valid.
+            folder += f"-{resize}"
+            meta["resize"] = resize
+        return data_root() / "gan-bench-cache" / folder, meta
 
-    def load(self, image_size: int) -> Dataset:
-        directory, meta = self._cache(image_size)
+    def _load(self, image_size: int, resize: str) -> Dataset:
+        directory, meta = self._cache(image_size, resize)
         arrays = _read_cache(directory, meta)
         if arrays is None:
             root = data_root()
             self.verify(root)
             arrays = {}
             for split in ("train", "test"):
-                arrays[split], arrays[f"{split}_labels"] = self.decode(root, split, image_size)
+                arrays[split], arrays[f"{split}_labels"] = self.decode(root, split, image_size, resize)
             _write_cache(directory, meta, arrays)
-        return _dataset(self.name, arrays, self.num_classes)
+        applied = NO_RESIZE if image_size == self.native_size else resize
+        return _dataset(self.name, arrays, self.num_classes, applied)
 
-    def check(self, image_size: int) -> None:
-        directory, meta = self._cache(image_size)
+    def _check(self, image_size: int, resize: str) -> None:
+        directory, meta = self._cache(image_size, resize)
         if _read_cache(directory, meta) is None:
             self.verify(data_root())
+
+    def load(self, image_size: int) -> Dataset:
+        return self._load(image_size, DEFAULT_RESIZE)
+
+    def check(self, image_size: int) -> None:
+        self._check(image_size, DEFAULT_RESIZE)
 
     def download(self) -> None:
         root = data_root()
@@ -94,7 +109,8 @@ class _Torchvision:
 
 
 class _Mnist(_Torchvision):
-    IMAGE_SHAPE = (28, 28)
+    native_size = 28
+    IMAGE_SHAPE = (native_size, native_size)
 
     @property
     def url(self) -> str:
@@ -128,12 +144,14 @@ class _Mnist(_Torchvision):
             if labels != images:
                 raise self.corrupt(root, labels_path, f"{labels:,} labels for {images:,} images")
 
-    def decode(self, root: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, root: Path, split: str, size: int, resize: str) -> tuple[np.ndarray, np.ndarray]:
         dataset = self.cls(str(root), train=split == "train")
-        return _resized(dataset.data.unsqueeze(1), size).numpy(), dataset.targets.numpy()
+        return _resized(dataset.data.unsqueeze(1), size, resize).numpy(), dataset.targets.numpy()
 
 
 class _Cifar10(_Torchvision):
+    native_size = 32
+
     @property
     def url(self) -> str:
         return self.cls.url
@@ -149,14 +167,17 @@ class _Cifar10(_Torchvision):
             if not torchvision.datasets.cifar.check_integrity(str(path), md5):
                 raise self.corrupt(root, path, "its md5 sum is not the one torchvision expects")
 
-    def decode(self, root: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, root: Path, split: str, size: int, resize: str) -> tuple[np.ndarray, np.ndarray]:
         dataset = self.cls(str(root), train=split == "train")
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)  # torchvision gives N×H×W×C
-        return _resized(images, size).numpy(), np.asarray(dataset.targets, dtype=np.int64)
+        return _resized(images, size, resize).numpy(), np.asarray(dataset.targets, dtype=np.int64)
 
 
 class _CelebA(_Torchvision):
-    CROP = 160  # the usual centred face crop of the 178×218 aligned images
+    # The usual centred face crop of the 178×218 aligned images, v1's too (gan_lib.py line 88, whose
+    # resize_image_with_crop_or_pad takes the same offsets as torchvision's center_crop here).
+    CROP = 160
+    native_size = CROP
     hint = (
         " (torchvision downloads CelebA from Google Drive, which is often rate-limited: the files can also be "
         "placed by hand under {root}/celeba/, i.e. img_align_celeba/ and the list_*.txt and identity_CelebA.txt files)"
@@ -165,6 +186,17 @@ class _CelebA(_Torchvision):
     @property
     def url(self) -> str:
         return "Google Drive (the file ids in torchvision.datasets.CelebA.file_list)"
+
+    # The option resize: tf1_bilinear is how the paper resized CelebA (see bench.data.images.RESIZES).
+    def load(self, image_size: int, *, resize: str = DEFAULT_RESIZE) -> Dataset:
+        return self._load(image_size, _check_resize(self.name, resize))
+
+    def check(self, image_size: int, *, resize: str = DEFAULT_RESIZE) -> None:
+        self._check(image_size, _check_resize(self.name, resize))
+
+    def download(self, *, resize: str = DEFAULT_RESIZE) -> None:
+        _check_resize(self.name, resize)  # before the download rather than after it
+        super().download()
 
     def verify(self, root: Path) -> None:
         folder = root / self.cls.base_folder
@@ -189,11 +221,12 @@ class _CelebA(_Torchvision):
             more = f" and {len(absent) - 1:,} more of the {len(listed):,} images" if len(absent) > 1 else ""
             raise self.error(root, f"missing {images / absent[0]}{more}")
 
-    def decode(self, root: Path, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, root: Path, split: str, size: int, resize: str) -> tuple[np.ndarray, np.ndarray]:
         dataset = self.cls(str(root), split=split, target_type=[])
         folder = root / self.cls.base_folder / "img_align_celeba"
+        paths = [folder / name for name in dataset.filename]
         try:
-            images = _decode_images([folder / name for name in dataset.filename], self.CROP, size, f"celeba {split}")
+            images = _decode_images(paths, self.CROP, size, resize, f"celeba {split}")
         except _UnreadableImage as bad:
             fix = f"extract it again from img_align_celeba.zip, or delete {folder} and {PREFETCH_FIX}"
             raise self.error(root, f"corrupt {bad.path} ({bad.reason})", fix) from None
@@ -223,6 +256,7 @@ _register_torchvision(
 _register_torchvision(
     _CelebA("celeba", torchvision.datasets.CelebA, num_classes=0),
     64,
-    "CelebA aligned faces: centred 160×160 crop resized, RGB, 162,770/19,962 (train/test partitions), no classes",
+    "CelebA aligned faces: centred 160×160 crop resized (option resize), RGB, 162,770/19,962 (train/test "
+    "partitions), no classes",
 )
 
