@@ -22,8 +22,8 @@ def _trial_config(args: argparse.Namespace):
 
     fields = {name: getattr(args, name) for name in (
         "dataset", "image_size", "model", "loss", "steps", "batch_size", "z_dim", "z_dist", "lr", "beta1", "beta2",
-        "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k", "r1_gamma", "d_batchnorm", "seed", "device",
-        "amp")}
+        "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k", "r1_gamma", "d_batchnorm", "optimizer", "init",
+        "count", "seed", "device", "amp")}
     if args.eval_every is not None:
         if args.eval_every < 1:
             raise BenchError(f"--eval-every: must be a positive number of steps, got {args.eval_every}")
@@ -90,7 +90,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
               f"({sum(p.trials for p in confirm)} trials)")
     for part in study.plan():
         print(f"  {part.stage:8} {part.dataset:14} {part.loss:12} {part.trials} trials")
+    unit = {"d_steps": "D updates (the paper's count)", "g_steps": "G updates"}[study.budget.count]
+    print(f"  a step is one of the {unit}; updates per trial:")
+    for dataset in study.datasets:
+        steps = study.budget.steps_for(dataset)
+        per_n = ", ".join(f"n_disc {n}: {n_d:,} D / {n_g:,} G" for n, n_d, n_g in _updates(study, steps))
+        print(f"    {dataset:14} {steps:,} steps: {per_n}")
     return 0
+
+
+def _updates(study, steps: int) -> list[tuple[int, int, int]]:
+    """(n_disc, D updates, G updates) for every n_disc a trial of the study can have (searched, fixed or default)."""
+    from bench import losses
+    from bench.runner import default_sample, distributions
+    from bench.trial import FALLBACK_DEFAULTS, g_updates
+
+    values = set()
+    for loss in study.losses:
+        if losses.get(loss).discriminator == "encoder":
+            continue  # the VAE updates encoder and decoder together: n_disc does not apply
+        space, fixed = distributions(study, loss), study.fixed_params(loss)
+        if "n_disc" in space:
+            d = space["n_disc"]
+            values |= set(d.choices) if hasattr(d, "choices") else set(range(d.low, d.high + 1))
+        else:
+            values.add(fixed.get("n_disc", losses.get(loss).defaults.get("n_disc", FALLBACK_DEFAULTS["n_disc"])))
+        if study.defaults:  # the default sample may lie outside the space (WGAN's n_disc 5 in the narrow one)
+            params, overrides = default_sample(study, loss)
+            if "n_disc" in {**params, **overrides}:
+                values.add({**params, **overrides}["n_disc"])
+    out = []
+    for n in sorted(values):
+        g = g_updates(study.budget.count, steps, n)
+        out.append((n, steps if study.budget.count == "d_steps" else steps * n, g))
+    return out
 
 
 def _steps(study) -> str:
@@ -136,6 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         executors.check_slurm(executor)  # before anything is written or submitted
     results_dir = _results_dir(study, args)
     runner.check_results_dir(study, results_dir)
+    if "confirm" in stages and study.confirm.source is not None:
+        runner.check_confirm_source(study)
     prefetch.use_data_root(args.data_root or study.data_root)
     prefetch.check(study, args.study)
     prefetch.prepare(study, download=False, log=lambda line: None)
@@ -218,7 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                        help="a dataset option, e.g. path=/data/faces for --dataset folder (repeatable)")
     trial.add_argument("--loss", default="ns_gan", help="a name from `gan-bench losses`, or package.module:function")
-    trial.add_argument("--steps", type=int, default=500, help="generator steps")
+    trial.add_argument("--steps", type=int, default=500, help="training steps, counted as --count says")
+    trial.add_argument("--count", choices=["g_steps", "d_steps"],
+                       help="what a step is: g_steps (default): n_disc D updates and one G update; d_steps (the "
+                            "paper's): one D update, with G updated on the first and every n_disc-th")
     trial.add_argument("--model", default="mlp", help="mlp, infogan or dcgan")
     trial.add_argument("--image-size", type=int)
     trial.add_argument("--batch-size", type=int)
@@ -234,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--began-lambda-k", type=float)
     trial.add_argument("--r1-gamma", type=float, help="R1 penalty weight (0: off)")
     trial.add_argument("--d-batchnorm", action=argparse.BooleanOptionalAction, default=None)
+    trial.add_argument("--optimizer", choices=["adam", "rmsprop"], help="adam (default) or rmsprop (TF1's, as in the "
+                                                                        "paper's Adam-vs-RMSProp WGAN experiment)")
+    trial.add_argument("--init", choices=["model", "compare_gan", "pytorch"],
+                       help="weight initialisation: the model's own (default; infogan: compare_gan's), compare_gan "
+                            "v1's N(0, 0.02) and TF batch norm, or PyTorch's layer defaults")
     trial.add_argument("--eval-every", type=int, help="score every N steps (default: at the last step only)")
     trial.add_argument("--extractor", choices=["domain", "inception"])
     trial.add_argument("--inception-weights", help="local weights file of torch-fidelity's inception-v3-compat")

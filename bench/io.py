@@ -42,7 +42,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save, atomically, the same bytes for the same object: saved through an open file, the archive inside is
+    named "archive" rather than after the random temporary file (a weights file's hash names its FID protocol)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    _atomic(path, write)
 
 
 def atomic_numpy_save(array: np.ndarray, path: Path) -> None:

@@ -46,11 +46,19 @@ def ns_gan(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def lsgan(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
-    """Least-squares GAN (Mao et al. 2017) with targets 1 for real and 0 for fake.
+    """Least squares with targets 1 (real) and 0 (fake) on D's sigmoid output, as the paper ran it.
 
-    Deliberately applied to the raw score, as Mao et al. define it. The authors' code applied it to
-    sigmoid(score), which bounds the loss and saturates its gradient; results differ from theirs here.
+    compare_gan v1 (gans/LSGAN.py lines 62-71) squares sigmoid(score), which bounds the loss and saturates
+    its gradient; Mao et al. define LSGAN on the raw score: that form is `lsgan_raw`.
     """
+    real, fake = torch.sigmoid(real), torch.sigmoid(fake)
+    d_loss = 0.5 * ((real - 1).square().mean() + fake.square().mean())
+    g_loss = 0.5 * (fake - 1).square().mean()
+    return d_loss, g_loss
+
+
+def lsgan_raw(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """Least-squares GAN as Mao et al. (2017) define it: targets 1 and 0 on D's raw score, no sigmoid."""
     d_loss = 0.5 * (real - 1).square().mean() + 0.5 * fake.square().mean()
     g_loss = 0.5 * (fake - 1).square().mean()
     return d_loss, g_loss
@@ -89,9 +97,13 @@ def began_losses(real_error: Tensor, fake_error: Tensor, k: float) -> tuple[Tens
 
 
 def began_update_k(k: float, real_error: float, fake_error: float, gamma: float, lambda_k: float) -> float:
-    """One step of BEGAN's proportional control, keeping E L(G(z)) = gamma * E L(x); k stays in [0, 1]."""
-    k = k + lambda_k * (gamma * real_error - fake_error)
-    return min(max(k, 0.0), 1.0)
+    """One step of BEGAN's proportional control, keeping E L(G(z)) = gamma * E L(x).
+
+    Unclipped, as in compare_gan v1 (gans/BEGAN.py lines 130-131); Berthelot et al. clip k to [0, 1].
+    The trial calls it after every training step with errors recomputed by the updated networks (BEGAN.py
+    lines 162-169, abstract_gan.py line 218).
+    """
+    return k + lambda_k * (gamma * real_error - fake_error)
 
 
 def began_convergence(real_error: float, fake_error: float, gamma: float) -> float:
@@ -99,20 +111,25 @@ def began_convergence(real_error: float, fake_error: float, gamma: float) -> flo
     return real_error + abs(gamma * real_error - fake_error)
 
 
-def vae_loss(x: Tensor, reconstruction: Tensor, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
-    """The VAE's negative ELBO (Kingma & Welling 2014) as (reconstruction term, KL term), each a batch mean.
+def vae_loss(x: Tensor, reconstruction: Tensor, mu: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """The VAE's negative ELBO (Kingma & Welling 2014) as (reconstruction term, KL term), as the paper ran it.
 
-    The decoder's pixels are Bernoulli probabilities, so the reconstruction term is the binary cross-entropy
-    summed over pixels; the KL of q(z|x) = N(mu, diag(exp(logvar))) from the prior N(0, I) is summed over
-    latent dimensions. The loss to minimise is their sum. F.binary_cross_entropy clamps its logarithms at
-    -100, so a saturated sigmoid pixel gives a large but finite term rather than inf. It raises on NaN pixels,
-    though, and a decoder that blew up must count as a diverged run: then the term is NaN (with a graph).
+    compare_gan v1 (gans/VAE.py lines 99-110): the decoder's pixels, clipped to [1e-8, 1 - 1e-8], are Bernoulli
+    probabilities; the log-likelihood is summed over height and width and averaged over channels and the batch
+    (so a 3-channel image weighs as much as a grey one). The KL of q(z|x) = N(mu, diag(sigma²)) from N(0, I) is
+    summed over latent dimensions, with log(1e-8 + sigma²) as v1 has it. The loss to minimise is their sum.
+    A decoder that blew up gives NaN pixels, hence a NaN term, and the trial counts the run as diverged.
+
+    Computed in float64: in float32 1 - 1e-8 rounds to 1, so v1's clip leaves a saturated sigmoid pixel at exactly
+    1 and its log(1 - p) at -inf (NaN where the target is 1). In float64 the clip works as written.
     """
-    kl_term = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1).mean()
-    if not torch.isfinite(reconstruction).all():
-        return reconstruction.sum() * float("nan"), kl_term
-    reconstruction_term = F.binary_cross_entropy(reconstruction, x, reduction="none").flatten(1).sum(1).mean()
-    return reconstruction_term, kl_term
+    dtype = mu.dtype
+    x, p = x.double(), reconstruction.double().clamp(1e-8, 1 - 1e-8)
+    log_likelihood = (x * p.log() + (1 - x) * (1 - p).log()).sum(dim=(2, 3))  # (B, C): summed over H, W
+    reconstruction_term = -log_likelihood.mean()
+    mu, sigma = mu.double(), sigma.double()
+    kl_term = 0.5 * (mu.square() + sigma.square() - (1e-8 + sigma.square()).log() - 1).sum(1).mean()
+    return reconstruction_term.to(dtype), kl_term.to(dtype)
 
 
 @dataclass(frozen=True)
@@ -122,44 +139,52 @@ class LossSpec:
     description: str  # one line, shown by `gan-bench losses`
     penalty: str | None = None  # name of a penalty in bench.penalties, added to D's loss weighted by gp_lambda
     weight_clip: bool = False  # WGAN: clip D's weights to [-clip, clip] after each D step
+    resample_before_g: bool = False  # draw a fresh z for the G step instead of reusing the last D step's
     discriminator: DiscriminatorKind = "critic"  # what D is: a critic of raw scores, BEGAN's autoencoder, an encoder
     latent: Literal["uniform", "normal"] | None = None  # a latent distribution the loss requires, overriding z_dist
-    defaults: Mapping[str, float | int] = field(default_factory=dict)  # the authors' default hyperparameters
+    defaults: Mapping[str, float | int | bool | str] = field(default_factory=dict)  # the authors' defaults
 
 
-def _defaults(**values: float | int) -> Mapping[str, float | int]:
+def _defaults(**values: float | int | bool | str) -> Mapping[str, float | int | bool | str]:
     # Read-only: a caller overriding one run's settings must not change the registry for the next run.
     return MappingProxyType(values)
 
 
+# The paper's models take the default configuration of compare_gan v1's params.py (wide range): lr, beta1, disc_iters
+# (n_disc) and discriminator_batchnorm per model; beta2 is Adam's default 0.999 everywhere (v1 never sets it).
 _ADAM = dict(lr=2e-4, beta1=0.5, beta2=0.999, n_disc=1)
+_V1_GAN = dict(lr=5e-5, beta1=0.0, beta2=0.999, n_disc=1, d_batchnorm=True)  # params.py lines 111-113
 
 LOSSES: dict[str, LossSpec] = {
     spec.name: spec
     for spec in [
-        LossSpec("mm_gan", mm_gan, "minimax GAN: G minimises log(1 - D(G(z)))", defaults=_defaults(**_ADAM)),
-        LossSpec("ns_gan", ns_gan, "non-saturating GAN: G maximises log D(G(z))", defaults=_defaults(**_ADAM)),
-        LossSpec("lsgan", lsgan, "least squares on D's raw score, targets 1 and 0", defaults=_defaults(**_ADAM)),
+        LossSpec("mm_gan", mm_gan, "minimax GAN: G minimises log(1 - D(G(z)))", defaults=_defaults(**_V1_GAN)),
+        LossSpec("ns_gan", ns_gan, "non-saturating GAN: G maximises log D(G(z))", defaults=_defaults(**_V1_GAN)),
+        LossSpec("lsgan", lsgan, "least squares on D's sigmoid output, targets 1 and 0 (the paper's LSGAN)",
+                 defaults=_defaults(lr=2e-4, beta1=0.5, beta2=0.999, n_disc=1, d_batchnorm=True)),  # lines 127-129
+        LossSpec("lsgan_raw", lsgan_raw, "least squares on D's raw score, targets 1 and 0 (Mao et al.'s LSGAN)",
+                 defaults=_defaults(lr=2e-4, beta1=0.5, beta2=0.999, n_disc=1, d_batchnorm=True)),
         LossSpec(
             "wgan",
             wgan,
             "Wasserstein GAN with weight clipping",
             weight_clip=True,
-            defaults=_defaults(lr=5e-5, beta1=0.5, beta2=0.999, n_disc=5, clip=0.01),
+            defaults=_defaults(lr=5e-5, beta1=0.5, beta2=0.999, n_disc=5, d_batchnorm=True, clip=0.01),  # 146-150
         ),
         LossSpec(
             "wgan_gp",
             wgan,
             "Wasserstein GAN with a gradient penalty on real-fake interpolates",
             penalty="wgan_gp",
-            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.9, n_disc=5, gp_lambda=10),
+            resample_before_g=True,  # gans/WGAN_GP.py lines 111-112
+            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=5, d_batchnorm=False, gp_lambda=10.0),
         ),
         LossSpec(
             "dragan",
             ns_gan,
             "non-saturating GAN with a gradient penalty around the real data",
             penalty="dragan",
-            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=1, gp_lambda=10),
+            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=1, d_batchnorm=True, gp_lambda=10.0),
         ),
         LossSpec("hinge", hinge, "hinge loss with margin 1", defaults=_defaults(**_ADAM)),
         LossSpec(
@@ -167,18 +192,20 @@ LOSSES: dict[str, LossSpec] = {
             None,
             "boundary equilibrium GAN: autoencoder D balanced by a control variable k",
             discriminator="autoencoder",
-            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=1, began_gamma=0.5, began_lambda_k=1e-3),
+            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=5, d_batchnorm=False, began_gamma=0.75,
+                               began_lambda_k=1e-3),  # params.py lines 231-237
         ),
         # The paper's non-adversarial baseline, listed as a loss so it sits in the same tables. One step is one
-        # Adam update of encoder and decoder together, so n_disc, d_batchnorm, the penalties and r1_gamma do not
-        # apply; the encoder's KL term is reported as d_loss and the decoder's reconstruction term as g_loss.
+        # Adam update of encoder and decoder together, so n_disc, the penalties and r1_gamma do not apply;
+        # d_batchnorm puts batch norm in the encoder as in D. The encoder's KL term is reported as d_loss and the
+        # decoder's reconstruction term as g_loss.
         LossSpec(
             "vae",
             None,
-            "VAE baseline: Gaussian encoder as D, Bernoulli decoder as G; d_loss = KL, g_loss = reconstruction BCE",
+            "VAE baseline: Gaussian encoder as D, Bernoulli decoder as G; d_loss = KL, g_loss = reconstruction",
             discriminator="encoder",
             latent="normal",  # the prior: decoding z ~ N(0, I) is how a VAE samples
-            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999),
+            defaults=_defaults(lr=5e-5, beta1=0.5, beta2=0.999, d_batchnorm=True),  # params.py 63-74, 209-210
         ),
     ]
 }

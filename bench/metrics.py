@@ -13,7 +13,6 @@ comparable, which is why every result carries its protocol (`Scorer.protocol`, `
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
@@ -28,7 +27,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from bench import BenchError
 from bench.data import Dataset
-from bench.io import _atomic, atomic_write_json, cache_dir
+from bench.io import atomic_torch_save, atomic_write_json, cache_dir
 
 DOMAIN_EXTRACTOR = "gan-bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -125,18 +124,6 @@ def train_domain_classifier(dataset: Dataset, steps: int = 600, seed: int = 0) -
     return model, accuracy
 
 
-def _save_reproducibly(checkpoint: dict[str, Any], path: Path) -> None:
-    """torch.save(checkpoint) written atomically, the same bytes for the same checkpoint.
-
-    torch.save names the archive inside after the file it writes, which atomic_torch_save makes a random temporary
-    name: the same weights would give files of different hashes, hence different protocols. Saved to a buffer,
-    the archive is always named "archive".
-    """
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    _atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
-
-
 def domain_extractor_path(dataset: Dataset) -> Path:
     """The cached domain classifier for this dataset, trained on first use. Its test accuracy sits beside it."""
     c, h, w = dataset.image_shape
@@ -146,7 +133,7 @@ def domain_extractor_path(dataset: Dataset) -> Path:
         model, accuracy = train_domain_classifier(dataset)
         info = {"dataset": dataset.name, "image_shape": [c, h, w], "num_classes": dataset.num_classes,
                 "test_accuracy": accuracy, "id": stem}
-        _save_reproducibly({"state_dict": model.state_dict(), **info}, path)
+        atomic_torch_save({"state_dict": model.state_dict(), **info}, path)
         atomic_write_json(path.with_suffix(".json"), info)
     return path
 

@@ -29,16 +29,28 @@ def _input_gradient(discriminator: Discriminator, x: Tensor) -> Tensor:
 
 
 def _unit_norm_penalty(discriminator: Discriminator, x: Tensor) -> Tensor:
-    return (_input_gradient(discriminator, x).norm(dim=1) - 1).square().mean()
+    # compare_gan v1 (gans/WGAN_GP.py lines 80-82, gans/DRAGAN.py lines 93-95) adds 1e-4 under the square root,
+    # which keeps the norm's gradient finite where D's input gradient vanishes.
+    slopes = (1e-4 + _input_gradient(discriminator, x).square().sum(dim=1)).sqrt()
+    return (slopes - 1).square().mean()
+
+
+def _per_sample_uniform(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """alpha ~ U[0, 1), one per sample, broadcastable against x."""
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    return torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def gradient_penalty(
     discriminator: Discriminator, real: Tensor, fake: Tensor, generator: torch.Generator | None = None
 ) -> Tensor:
-    """WGAN-GP (Gulrajani et al. 2017): E (||grad D(x_hat)||_2 - 1)^2 on random real-fake interpolates."""
-    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(shape, generator=generator, device=real.device, dtype=real.dtype)
-    x_hat = eps * real + (1 - eps) * fake
+    """WGAN-GP (Gulrajani et al. 2017): E (||grad D(x_hat)||_2 - 1)^2 on random real-fake interpolates.
+
+    x_hat = x + alpha (G(z) - x), alpha ~ U[0, 1) per sample, on D's raw score, as in compare_gan v1
+    (gans/WGAN_GP.py lines 74-83).
+    """
+    alpha = _per_sample_uniform(real, generator)
+    x_hat = real + alpha * (fake - real)
     return _unit_norm_penalty(discriminator, x_hat)
 
 
@@ -48,16 +60,19 @@ def dragan_penalty(
     fake: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """DRAGAN (Kodali et al. 2017): E (||grad D(x_hat)||_2 - 1)^2 on real points perturbed by noise.
+    """DRAGAN (Kodali et al. 2017) as the paper ran it: E (||grad sigmoid(D(x_hat))||_2 - 1)^2 around the real data.
 
-    x_hat = real + 0.5 * std(real) * delta with delta ~ U[0, 1) elementwise and std over the whole batch,
-    as in the authors' v1 (paper) code. That noise only ever points one way; later code (e.g. compare_gan)
-    uses centred noise instead. `fake` is ignored; it is accepted so all penalties share one signature.
+    compare_gan v1 (gans/DRAGAN.py lines 45-46 and 86-96): x_p = x + 0.5 * std(x) * U[0, 1) elementwise, with
+    the population std over the whole batch; x_hat = x + alpha (x_p - x) with alpha ~ U[0, 1) per sample; and
+    the gradient is that of D's sigmoid output, not of its logit. (That noise only ever points one way; later
+    compare_gan versions use centred noise on the logit.) `fake` is ignored; it is accepted so all penalties
+    share one signature.
     """
     delta = torch.rand(real.shape, generator=generator, device=real.device, dtype=real.dtype)
-    # Population std, matching the authors' numpy x.std().
-    x_hat = real + 0.5 * real.std(correction=0) * delta
-    return _unit_norm_penalty(discriminator, x_hat)
+    perturbed = real + 0.5 * real.std(correction=0) * delta  # numpy's x.std() is the population std
+    alpha = _per_sample_uniform(real, generator)
+    x_hat = real + alpha * (perturbed - real)
+    return _unit_norm_penalty(lambda x: torch.sigmoid(discriminator(x)), x_hat)
 
 
 def r1_penalty(discriminator: Discriminator, real: Tensor) -> Tensor:

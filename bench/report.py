@@ -1,17 +1,20 @@
-"""Reports from `results.csv` alone: a summary table per (dataset, loss) and the paper's headline figure,
-the minimum FID reached with a budget of k hyperparameter samples, estimated by bootstrap, both from the
-search stage; and, when the study has a confirm stage, the paper's table — mean ± std of the best FID of
-each (model, dataset)'s best configuration over many seeds — beside the paper's own numbers."""
+"""Reports from `results.csv` alone: a summary table per (dataset, loss, protocol) and the paper's headline figure,
+the minimum FID reached with a budget of k hyperparameter samples, estimated by bootstrap, both from the search
+stage; and, when the study has a confirm stage, the paper's table — mean ± std of the best FID of each (model,
+dataset)'s best configuration over many seeds — beside the paper's own numbers.
+
+Every score is keyed by its protocol (feature extractor and its weights, resize, real split and sample counts): FIDs
+of different protocols are not comparable, so they never share a row, a curve or a column unlabelled. Runs without
+any finite FID are counted, never dropped."""
 
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure  # a bare Figure: no pyplot state or backend, nothing to close
 from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
@@ -22,6 +25,7 @@ from bench.io import atomic_write_text
 
 PAPER_CSV = "lucic2018_best_fid.csv"
 PAPER_EXTRACTOR = "inception-v3-compat"
+PANELS_PER_ROW = 4
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
@@ -34,35 +38,55 @@ def read_results(results_dir: Path) -> pd.DataFrame:
     return results
 
 
+def with_protocol(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with a `protocol` on every row. A results.csv written before protocols were recorded names only
+    its extractor, the best key it has (and "unknown" where even that is missing)."""
+    protocol = results["protocol"] if "protocol" in results else pd.Series(np.nan, index=results.index, dtype=object)
+    if "extractor" in results:
+        protocol = protocol.fillna(results["extractor"])
+    return results.assign(protocol=protocol.fillna("unknown"))
+
+
+def protocol_extractor(protocol: str) -> str:
+    """The feature extractor a protocol names: its first word, before any `@weights` hash."""
+    return protocol.split()[0].split("@")[0]
+
+
 def runs(results: pd.DataFrame, keys: list[str], params: Sequence[str] = (), sort: bool = True) -> pd.DataFrame:
-    """One row per run (one seed of one trial): its best FID over the evaluations (the paper's rule), whether it
-    diverged, and the first value of each column in `params`."""
+    """One row per run (one seed of one trial): its best FID over the evaluations (the paper's rule; NaN when it
+    never had a finite one), whether it diverged, and the first value of each column in `params`."""
     return results.groupby(keys, sort=sort).agg(
         best_fid=("fid", "min"), diverged=("status", lambda s: bool((s == "diverged").any())),
         **{p: (p, "first") for p in params})
 
 
 def trial_scores(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per search trial: its status, its best FID over evaluation steps (mean over seeds) and its
-    parameters."""
+    """One row per search trial: its protocol, status, best FID over evaluation steps (mean over the seeds that
+    have one; NaN when none has) and its parameters."""
     if "stage" in results:
         results = results[results["stage"] == "search"]
+    results = with_protocol(results)
     params = [c for c in results.columns if c.startswith("param_")]
-    per_seed = runs(results, ["dataset", "loss", "trial", "seed"], params)
-    return per_seed.groupby(["dataset", "loss", "trial"]).agg(
+    per_seed = runs(results, ["dataset", "loss", "protocol", "trial", "seed"], params)
+    return per_seed.groupby(["dataset", "loss", "protocol", "trial"]).agg(
         best_fid=("best_fid", "mean"), diverged=("diverged", "any"), **{p: (p, "first") for p in params}
     ).reset_index()
 
 
+def _finite(values: pd.Series) -> pd.Series:
+    return values[np.isfinite(values)]
+
+
 def summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, loss): trials done, best and median FID, the best trial's hyperparameters, share diverged."""
+    """Per (dataset, loss, protocol): trials done, how many have no finite FID (`no_fid`), best and median FID of
+    those that have one, the best trial's hyperparameters, share diverged."""
     trials = trial_scores(results)
     rows = []
-    for (dataset, loss), group in trials.groupby(["dataset", "loss"], sort=False):
-        scored = group.dropna(subset=["best_fid"])
+    for (dataset, loss, protocol), group in trials.groupby(["dataset", "loss", "protocol"], sort=False):
+        scored = group.loc[_finite(group["best_fid"]).index]
         best = scored.loc[scored["best_fid"].idxmin()] if len(scored) else None
         rows.append({
-            "dataset": dataset, "loss": loss, "trials": len(group),
+            "dataset": dataset, "loss": loss, "trials": len(group), "no_fid": len(group) - len(scored),
             "best_fid": best["best_fid"] if best is not None else np.nan,
             "median_fid": scored["best_fid"].median() if len(scored) else np.nan,
             "diverged_share": group["diverged"].mean(),
@@ -71,47 +95,66 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
                                      else f"{c.removeprefix('param_')}={best[c]}"
                                      for c in group.columns if c.startswith("param_") and pd.notna(best[c]))
             if best is not None else "",
+            # Last: a long string that would push the numbers out of view in summary.md.
+            "protocol": protocol,
         })
     return pd.DataFrame(rows)
 
 
 def min_fid_bootstrap(fids: np.ndarray, max_budget: int, resamples: int = 2000,
                       seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For k = 1..max_budget: mean and 95 % band of the minimum FID of k trials drawn with replacement."""
+    """For k = 1..max_budget: median and 2.5–97.5 % band of the minimum FID of k trials drawn with replacement.
+
+    A trial without a finite FID (NaN or inf in `fids`) counts as FID = +inf, worse than any: the budget paid for
+    it. The mean would then be infinite as soon as one resample drew only such trials, so the median and band
+    are quantiles that do not interpolate (`inverted_cdf`): each is one of the drawn minima, +inf included."""
     rng = np.random.default_rng(seed)
     fids = np.asarray(fids, dtype=float)
+    fids = np.where(np.isfinite(fids), fids, np.inf)
     draws = rng.choice(fids, size=(resamples, max_budget), replace=True)
     # The minimum over the first k draws of each resample: one pass gives every budget, and the curve of each
-    # resample (hence the mean) is non-increasing in k.
+    # resample (hence every quantile) is non-increasing in k.
     minima = np.minimum.accumulate(draws, axis=1)
-    return minima.mean(0), np.percentile(minima, 2.5, axis=0), np.percentile(minima, 97.5, axis=0)
+    median, low, high = np.quantile(minima, [0.5, 0.025, 0.975], axis=0, method="inverted_cdf")
+    return median, low, high
 
 
-def plot_fid_vs_budget(results: pd.DataFrame, path: Path) -> None:
-    trials = trial_scores(results).dropna(subset=["best_fid"])
-    datasets = list(dict.fromkeys(trials["dataset"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+def plot_fid_vs_budget(results: pd.DataFrame, path: Path) -> Figure:
+    """The paper's figure from the search stage, one panel per (dataset, protocol): per loss, the bootstrap median
+    and 95 % band of the minimum FID over k samples, trials without FID counted as worse than any (where the
+    median or a band edge is +inf nothing is drawn). Writes `path` and returns the figure."""
+    trials = trial_scores(results)
+    panels = list(dict.fromkeys(zip(trials["dataset"], trials["protocol"])))
+    columns = min(len(panels), PANELS_PER_ROW)
+    rows = math.ceil(len(panels) / columns)
+    fig = Figure(figsize=(5 * columns, 4.4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
     extractor = ", ".join(sorted(results["extractor"].dropna().unique())) if "extractor" in results else "?"
-    for ax, dataset in zip(axes[0], datasets):
-        for loss, group in trials[trials["dataset"] == dataset].groupby("loss", sort=False):
-            n = len(group)
-            mean, low, high = min_fid_bootstrap(group["best_fid"].to_numpy(), n)
+    for ax, (dataset, protocol) in zip(axes, panels):
+        panel = trials[(trials["dataset"] == dataset) & (trials["protocol"] == protocol)]
+        for loss, group in panel.groupby("loss", sort=False):
+            fids = group["best_fid"].to_numpy(dtype=float)
+            n, without = len(fids), int((~np.isfinite(fids)).sum())
+            median, low, high = min_fid_bootstrap(fids, n)
             k = np.arange(1, n + 1)
-            ax.plot(k, mean, marker="o", markersize=3, label=loss)
+            label = f"{loss} ({without} of {n} without FID)" if without else loss
+            ax.plot(k, median, marker="o", markersize=3, label=label)
             ax.fill_between(k, low, high, alpha=0.2)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yscale("log")  # one bad first sample (FID ~1000) must not flatten the curves that matter
-        ax.set_title(dataset)
+        ax.set_title(f"{dataset}\n" + textwrap.fill(protocol, 60, break_on_hyphens=False), fontsize=8)
         ax.set_xlabel("budget: hyperparameter samples")
-        ax.set_ylabel("minimum FID (bootstrap mean, 95 % band)")
+        ax.set_ylabel("minimum FID (bootstrap median, 95 % band)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     fig.suptitle(f"Min FID vs budget — features: {extractor}", fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
-    plt.close(fig)
     tmp.replace(path)
+    return fig
 
 
 def reference_path(results_dir: Path) -> Path | None:
@@ -135,17 +178,24 @@ def read_reference(path: Path) -> pd.DataFrame:
 
 
 def confirm_table(results: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame:
-    """Per (loss, dataset) of the confirm stage: mean ± std (ddof 1) over seeds of each run's best FID, the runs
-    and how many diverged (left out of the mean), the paper's mean ± std, and `differs`: whether the two
-    differ by more than their error bars together (|ours − paper| > std_ours + std_paper)."""
-    confirm = results[results["stage"] == "confirm"]
-    per_run = runs(confirm, ["loss", "dataset", "seed"], sort=False)
+    """Per (loss, dataset, protocol) of the confirm stage: mean ± std (ddof 1) of the best FID of every run that has
+    a finite one, diverged or not; the runs, how many diverged, how many have no finite FID (`no_fid`: counted,
+    left out of mean ± std); the paper's mean ± std, and `differs`: whether the two differ by more than their
+    error bars together (|ours − paper| > std_ours + std_paper).
+
+    A run that diverged after an evaluation keeps its best earlier FID, as in the paper's code (compare_gan v1
+    scored a NaN checkpoint 31337 and took each run's best checkpoint): leaving it out would flatter the losses
+    that diverge."""
+    confirm = with_protocol(results[results["stage"] == "confirm"])
+    per_run = runs(confirm, ["loss", "dataset", "protocol", "seed"], sort=False)
     rows = []
-    for (loss, dataset), group in per_run.groupby(["loss", "dataset"], sort=False):
-        scored = group["best_fid"][~group["diverged"]].dropna()
-        rows.append({"loss": loss, "dataset": dataset, "fid_mean": scored.mean(), "fid_std": scored.std(ddof=1),
-                     "runs": len(group), "diverged": int(group["diverged"].sum())})
-    table = pd.DataFrame(rows, columns=["loss", "dataset", "fid_mean", "fid_std", "runs", "diverged"])
+    for (loss, dataset, protocol), group in per_run.groupby(["loss", "dataset", "protocol"], sort=False):
+        scored = _finite(group["best_fid"])
+        rows.append({"loss": loss, "dataset": dataset, "protocol": protocol, "fid_mean": scored.mean(),
+                     "fid_std": scored.std(ddof=1), "runs": len(group), "diverged": int(group["diverged"].sum()),
+                     "no_fid": len(group) - len(scored)})
+    table = pd.DataFrame(rows, columns=["loss", "dataset", "protocol", "fid_mean", "fid_std", "runs", "diverged",
+                                        "no_fid"])
     if reference is None:
         reference = pd.DataFrame(columns=["model", "dataset", "fid_mean", "fid_std"])
     paper = reference.rename(columns={"model": "loss", "fid_mean": "paper_mean", "fid_std": "paper_std"})
@@ -159,29 +209,51 @@ def _cell(mean: float, std: float) -> str:
     return "–" if pd.isna(mean) else f"{mean:.1f} ± {std:.1f}" if pd.notna(std) else f"{mean:.1f}"
 
 
-def confirm_markdown(table: pd.DataFrame, extractor: str) -> str:
+def _ours(row: pd.Series) -> str:
+    """Our mean ± std with the runs behind it: n scored, and the diverged and FID-less runs when there are any."""
+    counts = [f"n={row['runs'] - row['no_fid']}"]
+    others = ([f"{row['diverged']} diverged"] if row["diverged"] else []) + (
+        [f"{row['no_fid']} without FID"] if row["no_fid"] else [])
+    if others:
+        counts.append(", ".join(others))
+    flag = " ⚑" if pd.notna(row["differs"]) and bool(row["differs"]) else ""
+    return f"{_cell(row['fid_mean'], row['fid_std'])} ({'; '.join(counts)}){flag}"
+
+
+def confirm_markdown(table: pd.DataFrame) -> str:
     """The paper's layout: models as rows, per dataset our mean ± std beside the paper's; ⚑ marks a difference
-    larger than the error bars together."""
+    larger than the error bars together. A dataset scored under several protocols gets one column of ours per
+    protocol, labelled P1, P2, …; the protocols are listed below the table."""
+    protocols = list(dict.fromkeys(table["protocol"]))
+    label = {protocol: f"P{i}" for i, protocol in enumerate(protocols, start=1)}
     datasets = list(dict.fromkeys(table["dataset"]))
-    header = ["model"] + [f"{d} {who}" for d in datasets for who in ("(ours)", "(paper)")]
+    used = {d: list(dict.fromkeys(table.loc[table["dataset"] == d, "protocol"])) for d in datasets}
+    header = ["model"]
+    for dataset in datasets:
+        header += ([f"{dataset} (ours)"] if len(used[dataset]) == 1 else
+                   [f"{dataset} (ours, {label[p]})" for p in used[dataset]]) + [f"{dataset} (paper)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for loss, group in table.groupby("loss", sort=False):
         cells = [loss]
         for dataset in datasets:
-            row = group[group["dataset"] == dataset]
-            if row.empty:
-                cells += ["", ""]
-                continue
-            row = row.iloc[0]
-            ours = _cell(row["fid_mean"], row["fid_std"]) + f" (n={row['runs'] - row['diverged']})"
-            flag = " ⚑" if pd.notna(row["differs"]) and bool(row["differs"]) else ""
-            cells += [ours + flag, _cell(row["paper_mean"], row["paper_std"])]
+            rows = group[group["dataset"] == dataset]
+            for protocol in used[dataset]:
+                row = rows[rows["protocol"] == protocol]
+                cells.append(_ours(row.iloc[0]) if len(row) else "")
+            cells.append(_cell(rows["paper_mean"].iloc[0], rows["paper_std"].iloc[0]) if len(rows) else "")
         lines.append("| " + " | ".join(cells) + " |")
-    note = ("FID with the paper's features (Inception)." if extractor == PAPER_EXTRACTOR else
-            f"Our FIDs use the features of `{extractor}`, not the paper's Inception: the numbers are on different scales "
-            "and only the ranking of models can be compared.")
-    return (f"Best FID of each model's best configuration, mean ± std over seeds (n: runs that did not diverge). "
-            f"⚑: |ours − paper| exceeds the two error bars together. {note}\n\n" + "\n".join(lines) + "\n")
+    notes = [f"{label[p]}: `{p}` ({', '.join(d for d in datasets if p in used[d])})" for p in protocols]
+    notes += [f"Protocols differ within {d} ({', '.join(label[p] for p in used[d])}): its FIDs under different "
+              "protocols are not comparable with each other." for d in datasets if len(used[d]) > 1]
+    foreign = [p for p in protocols if protocol_extractor(p) != PAPER_EXTRACTOR]
+    notes.append("FID with the paper's features (Inception)." if not foreign else " ".join(
+        f"{label[p]} uses the features of `{protocol_extractor(p)}`, not the paper's Inception: its numbers are on "
+        "a different scale and only the ranking of models can be compared." for p in foreign))
+    return ("Best FID of each model's best configuration, mean ± std over seeds. n: runs with a finite best FID, "
+            "including runs that diverged after an evaluation (their best earlier FID counts, as in the paper's "
+            "code); diverged: runs whose loss became non-finite; without FID: runs that never had a finite FID "
+            "(counted, left out of mean ± std). ⚑: |ours − paper| exceeds the two error bars together.\n\n"
+            + "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n")
 
 
 def write_report(results_dir: Path, reference: Path | None = None) -> list[Path]:
@@ -201,8 +273,7 @@ def write_report(results_dir: Path, reference: Path | None = None) -> list[Path]
     if (results["stage"] == "confirm").any():
         reference = reference or reference_path(results_dir)
         table = confirm_table(results, read_reference(reference) if reference else None)
-        extractor = ", ".join(sorted(results.loc[results["stage"] == "confirm", "extractor"].dropna().unique()))
         atomic_write_text(results_dir / "paper_table.csv", table.to_csv(index=False))
-        atomic_write_text(results_dir / "paper_table.md", confirm_markdown(table, extractor))
+        atomic_write_text(results_dir / "paper_table.md", confirm_markdown(table))
         paths += [results_dir / "paper_table.csv", results_dir / "paper_table.md"]
     return paths

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import time
 import traceback
 import zlib
@@ -24,6 +25,7 @@ from optuna.trial import TrialState
 
 from bench import BenchError, losses
 from bench.io import atomic_write_text
+from bench.metrics import protocol_id
 from bench.study import STAGES, Distribution, Part, Study
 from bench.trial import FALLBACK_DEFAULTS, TrialConfig, run_trial
 
@@ -70,54 +72,141 @@ def _sampler(study: Study, dataset: str, loss: str) -> optuna.samplers.BaseSampl
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def default_params(study: Study, loss: str) -> dict[str, Any]:
-    """The loss's default configuration, for the searched parameters that have a default inside the searched
-    range; the others are drawn by the sampler like any sample's."""
+def default_sample(study: Study, loss: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The loss's default configuration (the authors', as compare_gan v1's params.py lists it, with the study's
+    `loss_defaults` on top) as (Optuna params, overrides).
+
+    v1 always trains the default as its first sample, even where it lies outside the searched range (the narrow
+    range fixes beta1 = 0.5 and n_disc = 1, yet GAN's default has beta1 = 0 and WGAN's n_disc = 5: params.py lines
+    77-88, 111-113, 146-148). Values inside a searched distribution are Optuna params like any sample's; the others
+    (outside the range, or different from a fixed value) are overrides, stored on the trial and applied as they
+    are: the default sample is a fixed point, neither clamped nor dropped."""
     spec = losses.get(loss)
-    out = {}
-    for name, distribution in distributions(study, loss).items():
-        value = spec.defaults.get(name, FALLBACK_DEFAULTS.get(name))
+    space, own = distributions(study, loss), study.loss_defaults.get(loss, {})
+    params, overrides = {}, {}
+    for name in [*study.space(loss), *(n for n in own if n not in study.space(loss))]:
+        value = own.get(name, spec.defaults.get(name, FALLBACK_DEFAULTS.get(name)))
         if value is None:
-            continue
-        if isinstance(distribution, CategoricalDistribution):
-            if value in distribution.choices:
-                out[name] = value
+            continue  # no default: the sampler draws it
+        distribution = space.get(name)
+        if distribution is None:
+            if study.fixed_params(loss).get(name) != value:
+                overrides[name] = value
+        elif isinstance(distribution, CategoricalDistribution):
+            (params if value in distribution.choices else overrides)[name] = value
         elif distribution.low <= value <= distribution.high:
-            out[name] = value
-    return out
+            params[name] = value
+        else:
+            overrides[name] = value
+    return params, overrides
 
 
-def planned_samples(study: Study, dataset: str, loss: str) -> list[dict[str, Any]]:
-    """The hyperparameter samples of one (dataset, loss), in order: the default first (if asked), then the
-    sampler's proposals. Drawn up front from a seeded sampler, so they are the same on every run and with
+def planned_samples(study: Study, dataset: str, loss: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The hyperparameter samples of one (dataset, loss) as (Optuna params, overrides), in order: the default first
+    (if asked), then the sampler's proposals. Drawn up front from a seeded sampler, so they are the same on every run and with
     any number of workers. TPE proposes from finished trials, so only its default sample is planned."""
-    samples = [default_params(study, loss)] if study.defaults else []
+    samples = [default_sample(study, loss)] if study.defaults else []
     if study.sampler.name == "tpe":
         return samples
     space = distributions(study, loss)
 
     def propose(trial: optuna.Trial) -> float:
-        for name, d in space.items():
-            if isinstance(d, CategoricalDistribution):
-                trial.suggest_categorical(name, d.choices)
-            elif isinstance(d, IntDistribution):
-                trial.suggest_int(name, d.low, d.high)
-            else:
-                trial.suggest_float(name, d.low, d.high, log=d.log)
+        _suggest(trial, space)
         return 0.0
 
     # optimize(), not ask/tell: the grid sampler stops the study when the grid is exhausted.
     scratch = optuna.create_study(sampler=_sampler(study, dataset, loss))
     scratch.optimize(propose, n_trials=max(0, study.budget.samples - len(samples)))
-    return samples + [trial.params for trial in scratch.trials]
+    return samples + [(trial.params, {}) for trial in scratch.trials]
 
 
-def best_search_trial(study: Study, storage: optuna.storages.BaseStorage, dataset: str,
-                      loss: str) -> optuna.trial.FrozenTrial | None:
-    """The search trial with the lowest objective (ties: the earlier sample), or None if none completed."""
+def _suggest(trial: optuna.Trial, space: dict[str, BaseDistribution]) -> None:
+    """Asks the trial for every parameter of `space` (an enqueued trial answers with its own values)."""
+    for name, d in space.items():
+        if isinstance(d, CategoricalDistribution):
+            trial.suggest_categorical(name, d.choices)
+        elif isinstance(d, IntDistribution):
+            trial.suggest_int(name, d.low, d.high)
+        else:
+            trial.suggest_float(name, d.low, d.high, log=d.log)
+
+
+def best_configuration(study: Study, storage: optuna.storages.BaseStorage, dataset: str,
+                       loss: str) -> tuple[int, dict[str, Any]] | None:
+    """(sample, resolved hyperparameters) of the search trial with the lowest best FID over all its evaluations,
+    or None if no trial has a finite FID. Ties: the earlier sample.
+
+    As compare_gan v1 chose phase 3's configuration (generate_tasks_lib.py lines 152-163): over every checkpoint of
+    every run, where a NaN checkpoint scored 31337 (eval_gan_lib.py line 43) and the run was kept, so a run that
+    diverged late competes with its best earlier FID. With several seeds a trial scores the mean of their bests;
+    a seed without any finite FID makes the trial ineligible."""
     ostudy = optuna.load_study(study_name=optuna_name(study, Part("search", dataset, loss, 0)), storage=storage)
-    completed = [t for t in ostudy.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    return min(completed, key=lambda t: (t.value, t.user_attrs["sample"]), default=None)
+    candidates = []
+    for trial in ostudy.get_trials(deepcopy=False):
+        runs = trial.user_attrs.get("runs")
+        if not runs:  # failed, interrupted or not run yet
+            continue
+        bests = [run_best_fid(run["rows"]) for run in runs]
+        if all(math.isfinite(b) for b in bests):
+            candidates.append((sum(bests) / len(bests), trial.user_attrs["sample"], runs[0]["params"]))
+    if not candidates:
+        return None
+    _, sample, params = min(candidates, key=lambda c: (c[0], c[1]))
+    return sample, params
+
+
+def run_best_fid(rows: list[dict[str, Any]]) -> float:
+    """A run's best FID over its evaluations (the paper's rule), inf if it has none that is finite."""
+    return min((row["fid"] for row in rows if math.isfinite(row.get("fid", math.nan))), default=math.inf)
+
+
+def confirm_source(study: Study) -> tuple[Study, Path | None]:
+    """The study and results folder whose search stage the confirm stage starts from: this one, or
+    `confirm.source`, checked to hold every (dataset, loss) of this study trained the same way."""
+    from bench.study import StudyError, load_study
+
+    source_dir = study.confirm.source
+    if source_dir is None:
+        return study, None
+    saved = Path(source_dir) / "study.yaml"
+    if not saved.is_file():
+        raise BenchError(f"confirm.source: {source_dir} is not a results folder (no study.yaml); run that study's "
+                         "search first")
+    try:
+        source = load_study(saved)
+    except StudyError as error:
+        raise BenchError(f"confirm.source: {error}") from None
+    for field in TRIAL_DEFINING:
+        ours, theirs = _field(study, field), _field(source, field)
+        if ours != theirs:
+            raise BenchError(f"confirm.source: {source_dir} trains differently: {field} is {theirs!r} there, "
+                             f"{ours!r} here")
+    missing = [f"{d}/{l}" for d in study.datasets for l in study.losses
+               if d not in source.datasets or l not in source.losses]
+    if missing:
+        raise BenchError(f"confirm.source: {source_dir} has no search for {', '.join(missing)}")
+    return source, Path(source_dir)
+
+
+def check_confirm_source(study: Study) -> None:
+    """Raises a one-line BenchError unless `confirm.source` is a results folder of a study trained the same way whose
+    search stage is finished."""
+    source, source_dir = confirm_source(study)
+    _check_search_finished(source, open_storage(source, source_dir), str(source_dir))
+
+
+# Study fields that decide what a trial trains and how it is scored: a confirm stage may take its configurations
+# only from a search that agrees on all of them.
+TRIAL_DEFINING = ("model", "model_per_dataset", "image_size", "batch_size", "z_dim", "z_dist", "init",
+                  "dataset_options", "budget.steps", "budget.count", "budget.eval_every", "budget.evaluations",
+                  "metrics")
+
+
+def _field(study: Study, dotted: str) -> Any:
+    value: Any = study
+    for name in dotted.split("."):
+        value = getattr(value, name)
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
 def unfinished(study: Study, storage: optuna.storages.BaseStorage, stage: str) -> pd.DataFrame:
@@ -127,25 +216,32 @@ def unfinished(study: Study, storage: optuna.storages.BaseStorage, stage: str) -
     return table[(table["to_do"] > 0) | (table["running"] > 0)]
 
 
-def _check_search_finished(study: Study, storage: optuna.storages.BaseStorage) -> None:
+def _check_search_finished(study: Study, storage: optuna.storages.BaseStorage, where: str = "") -> None:
     unfinished_searches = unfinished(study, storage, "search")
     if len(unfinished_searches):
         row = unfinished_searches.iloc[0]
-        raise BenchError(f"the confirm stage starts from the search's results, but {len(unfinished_searches)} "
-                         "(dataset, loss) "
-                         f"searches are unfinished (e.g. {row['dataset']}/{row['loss']}: {row['to_do']} trials to do); "
-                         "run the search stage first (gan-bench run STUDY.yaml --stage search)")
+        fix = (f"finish that study first (gan-bench run on {where})" if where else
+               "run the search stage first (gan-bench run STUDY.yaml --stage search)")
+        raise BenchError(f"the confirm stage starts from the search's results{' in ' + where if where else ''}, but "
+                         f"{len(unfinished_searches)} (dataset, loss) searches are unfinished (e.g. "
+                         f"{row['dataset']}/{row['loss']}: {row['to_do']} trials to do); {fix}")
 
 
 def _planned_trials(study: Study, storage: optuna.storages.BaseStorage,
                     part: Part) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(params, user attributes) of every trial to enqueue for one part."""
     if part.stage == "search":
-        return [(params, {"sample": i}) for i, params in enumerate(planned_samples(study, part.dataset, part.loss))]
-    best = best_search_trial(study, storage, part.dataset, part.loss)
+        return [(params, {"sample": i, **({"overrides": overrides} if overrides else {})})
+                for i, (params, overrides) in enumerate(planned_samples(study, part.dataset, part.loss))]
+    source, source_dir = confirm_source(study)
+    source_storage = storage if source_dir is None else open_storage(source, source_dir)
+    best = best_configuration(source, source_storage, part.dataset, part.loss)
     if best is None:
         return []
-    return [(best.params, {"sample": i, "seed": seed, "source_trial": best.user_attrs["sample"]})
+    sample, config = best
+    # The source run's resolved hyperparameters, whole: the confirm trial trains exactly that configuration.
+    return [({}, {"sample": i, "seed": seed, "source_trial": sample, "config": config,
+                  **({"source": str(source_dir)} if source_dir else {})})
             for i, seed in enumerate(study.confirm.seeds())]
 
 
@@ -154,15 +250,18 @@ def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.st
     running. The confirm stage enqueues the best search configuration of each (dataset, loss) once per seed."""
     storage = open_storage(study, results_dir)
     if stage == "confirm":
-        _check_search_finished(study, storage)
+        if study.confirm.source is None:
+            _check_search_finished(study, storage)
+        else:
+            check_confirm_source(study)
     for part in study.plan(stage):
         ostudy = optuna.create_study(study_name=optuna_name(study, part), storage=storage, direction="minimize",
                                      load_if_exists=True)
         trials = ostudy.get_trials(deepcopy=False)
         if not trials and "skipped" not in ostudy.user_attrs:
             planned = _planned_trials(study, storage, part)
-            if not planned:  # every search trial of this pair diverged or failed: there is nothing to confirm
-                ostudy.set_user_attr("skipped", "no completed search trial")
+            if not planned:  # no search trial of this pair has a finite FID: there is nothing to confirm
+                ostudy.set_user_attr("skipped", "no search trial with a finite FID")
             for params, attrs in planned:
                 ostudy.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
             continue
@@ -177,7 +276,8 @@ def _requeue(storage: optuna.storages.BaseStorage, ostudy: optuna.Study, trial: 
     """Marks an interrupted trial failed and enqueues it again; run again, it resumes from its checkpoints."""
     storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
     storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    attrs = {k: v for k, v in trial.user_attrs.items() if k in ("sample", "seed", "source_trial")}
+    attrs = {k: v for k, v in trial.user_attrs.items()
+             if k in ("sample", "seed", "source_trial", "source", "config", "overrides")}
     ostudy.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
 
 
@@ -226,9 +326,13 @@ def claim(study: Study, storage: optuna.storages.BaseStorage, results_dir: Path,
         if not candidates:
             return None
         _, part, ostudy, waiting, next_sample = min(candidates, key=lambda c: c[0])
-        trial = ostudy.ask(distributions(study, part.loss))
+        trial = ostudy.ask()
         if not waiting:  # a fresh TPE proposal
             trial.set_user_attr("sample", next_sample)
+        if "config" not in trial.user_attrs:  # a confirm trial's configuration is its source run's, whole
+            # A default sample's overrides (values outside the space) are not searched parameters of the trial.
+            overrides = trial.user_attrs.get("overrides", {})
+            _suggest(trial, {n: d for n, d in distributions(study, part.loss).items() if n not in overrides})
         if worker is not None:
             trial.set_user_attr("worker", worker)
         return part, trial
@@ -245,9 +349,12 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
     Optuna trial."""
     dataset, loss = part.dataset, part.loss
     sample = trial.user_attrs["sample"]
-    params = {**study.fixed_params(loss), **trial.params}
+    if "config" in trial.user_attrs:
+        params = trial.user_attrs["config"]
+    else:
+        params = {**study.fixed_params(loss), **trial.user_attrs.get("overrides", {}), **trial.params}
     seeds = [trial.user_attrs["seed"]] if "seed" in trial.user_attrs else study.seeds
-    runs, best = [], []
+    runs = []
     started = time.time()
     try:
         for seed in seeds:
@@ -255,10 +362,9 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
             out = trial_dir(results_dir, part, sample, seed)
             result = run_trial(config, out)
             runs.append({"seed": seed, "status": result.status, "rows": result.rows, "extractor": result.extractor,
+                         "protocol": result.protocol,
                          "steps_done": result.steps_done, "train_seconds": result.train_seconds,
                          "eval_seconds": result.eval_seconds, "params": config.resolved().hyperparameters()})
-            if result.best_fid is not None:
-                best.append(result.best_fid)
     except Exception as error:  # a broken trial must not take the worker (and the rest of the study) down
         trial.set_user_attr("status", "failed")
         trial.set_user_attr("error", "".join(traceback.format_exception_only(error)).strip()[-2000:])
@@ -268,7 +374,9 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
     trial.set_user_attr("runs", runs)
     trial.set_user_attr("status", status)
     trial.set_user_attr("wall_seconds", round(time.time() - started, 3))
-    if best and status == "completed":
+    best = [run_best_fid(r["rows"]) for r in runs]
+    # The paper's rule: a run that diverged after a finite FID keeps its best one (see best_configuration).
+    if all(math.isfinite(b) for b in best):
         trial.study.tell(trial, sum(best) / len(best))
     else:
         trial.study.tell(trial, state=TrialState.FAIL)
@@ -324,9 +432,11 @@ def results_table(study: Study, storage: optuna.storages.BaseStorage) -> pd.Data
         trials = optuna.load_study(study_name=optuna_name(study, part), storage=storage).get_trials(deepcopy=False)
         for trial in trials:
             for run in trial.user_attrs.get("runs", []):
+                protocol = run.get("protocol") or {"extractor": run["extractor"]}
                 base = {"stage": part.stage, "dataset": part.dataset, "loss": part.loss,
                         "trial": trial.user_attrs["sample"], "seed": run["seed"], "status": run["status"],
-                        "extractor": run["extractor"], "wall_seconds": trial.user_attrs.get("wall_seconds"),
+                        "protocol": protocol_id(protocol), **protocol,
+                        "wall_seconds": trial.user_attrs.get("wall_seconds"),
                         "source_trial": trial.user_attrs.get("source_trial"),
                         **{f"param_{k}": v for k, v in run["params"].items()}}
                 for row in run["rows"] or [{"step": run["steps_done"]}]:

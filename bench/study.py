@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bench import BenchError, data, losses, models
 from bench.metrics import MetricsConfig
-from bench.trial import HYPERPARAMETERS, TrialConfig
+from bench.trial import HYPERPARAMETERS, StepCount, TrialConfig
 
 
 class StudyError(BenchError):
@@ -57,7 +57,7 @@ class Distribution(BaseModel):
         return self
 
 
-Param = Union[Distribution, bool, int, float]
+Param = Union[Distribution, bool, int, float, str]
 
 
 class Sampler(BaseModel):
@@ -78,7 +78,9 @@ class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     samples: int = Field(ge=1, description="hyperparameter samples per (dataset, loss)")
-    steps: PerDataset = Field(description="generator steps per trial")
+    steps: PerDataset = Field(description="training steps per trial, counted as `count` says")
+    count: StepCount = Field("g_steps", description="g_steps: a step is n_disc D updates and one G update; "
+                             "d_steps: a step is one D update, G follows every n_disc-th (the paper's)")
     eval_every: PerDataset | None = Field(None, description="score every N steps (and at the last step)")
     evaluations: PerDataset | None = Field(None, description="score N times, evenly spaced, the last at the end")
 
@@ -86,8 +88,8 @@ class Budget(BaseModel):
     @classmethod
     def _positive(cls, value: PerDataset | None) -> PerDataset | None:
         for key, number in (value.items() if isinstance(value, dict) else [(None, value)]):
-            if number is not None and number < 1:
-                raise ValueError(f"{key + ': ' if key else ''}must be a positive integer, got {number}")
+            if number is not None and not 1 <= number <= 10**9:
+                raise ValueError(f"{key + ': ' if key else ''}must be an integer in 1..10^9, got {number}")
         return value
 
     @model_validator(mode="after")
@@ -130,6 +132,8 @@ class Confirm(BaseModel):
 
     runs: int = Field(50, ge=2, description="seeds per best configuration (the paper: 50); ≥ 2 for a std")
     first_seed: int = Field(1000, ge=0, description="seeds first_seed, first_seed + 1, …; apart from the search's")
+    source: Path | None = Field(None, description="results folder of another study whose search stage gives the "
+                                "best configurations (the paper confirms the wide search's); default: this study's")
 
     def seeds(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.runs))
@@ -199,8 +203,11 @@ class Study(BaseModel):
     batch_size: int = Field(64, ge=2)
     z_dim: int = Field(64, ge=1)
     z_dist: Literal["uniform", "normal"] = "uniform"
+    init: Literal["model", "compare_gan", "pytorch"] = "model"
     search_space: dict[str, Param] = Field(default_factory=dict)
     loss_search_space: dict[str, dict[str, Param]] = Field(default_factory=dict)
+    loss_defaults: dict[str, dict[str, Union[bool, int, float, str]]] = Field(
+        default_factory=dict, description="per loss, values of its default sample that differ from the registry's")
     sampler: Sampler = Field(default_factory=Sampler)
     budget: Budget
     defaults: bool = Field(True, description="enqueue each loss's default configuration as its first sample")
@@ -264,10 +271,11 @@ class Study(BaseModel):
                 data.check_options(dataset, options)
             except BenchError as error:
                 raise ValueError(f"dataset_options.{dataset}: {error}") from None
-        for loss, space in self.loss_search_space.items():
-            if loss not in self.losses:
-                raise ValueError(f"loss_search_space.{loss}: not one of the study's losses")
-            _check_parameter_names(space, prefix=f"loss_search_space.{loss}.")
+        for field in ("loss_search_space", "loss_defaults"):
+            for loss, space in getattr(self, field).items():
+                if loss not in self.losses:
+                    raise ValueError(f"{field}.{loss}: not one of the study's losses")
+                _check_parameter_names(space, prefix=f"{field}.{loss}.")
         if self.sampler.name == "grid":
             for loss in self.losses:
                 for name, param in self.space(loss).items():
@@ -279,6 +287,16 @@ class Study(BaseModel):
                                      f"({self.grid_size(loss)} points{' + the default' if self.defaults else ''})")
         for dataset in self.datasets:  # each trial config must be valid: catch it now, not in a worker
             TrialConfig(**self.trial_fields(dataset, self.losses[0]), seed=self.seeds[0])
+        for loss in self.losses:  # so must each fixed value and default sample
+            own = self.loss_search_space.get(loss, {})
+            fields = [(f"loss_search_space.{loss}.{n}" if n in own else f"search_space.{n}", n, v)
+                      for n, v in self.fixed_params(loss).items()]
+            fields += [(f"loss_defaults.{loss}.{n}", n, v) for n, v in self.loss_defaults.get(loss, {}).items()]
+            for where, name, value in fields:
+                try:
+                    TrialConfig(**self.trial_fields(self.datasets[0], loss), **{name: value}, seed=self.seeds[0])
+                except ValidationError as error:
+                    raise ValueError(f"{where}: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         return self
 
     def space(self, loss: str) -> dict[str, Param]:
@@ -294,7 +312,7 @@ class Study(BaseModel):
             "dataset": dataset, "dataset_options": self.dataset_options.get(dataset, {}), "loss": loss,
             "model": self.model_per_dataset.get(dataset, self.model),
             "image_size": self.image_size, "batch_size": self.batch_size, "z_dim": self.z_dim,
-            "z_dist": self.z_dist, "steps": self.budget.steps_for(dataset),
+            "z_dist": self.z_dist, "init": self.init, "steps": self.budget.steps_for(dataset), "count": self.budget.count,
             "eval_steps": self.budget.eval_steps(dataset), "device": self.device, "metrics": self.metrics,
         }
 

@@ -7,11 +7,12 @@ A trial is a pure function of its resolved config (which includes the seed) on a
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import torch
 import torchvision
@@ -25,9 +26,13 @@ from bench.metrics import MetricsConfig, Scorer
 
 # Hyperparameters that a study may search over; None means "the loss's default" (see losses.py).
 HYPERPARAMETERS = ("lr", "beta1", "beta2", "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k",
-                   "r1_gamma", "d_batchnorm")
+                   "r1_gamma", "d_batchnorm", "optimizer")
 FALLBACK_DEFAULTS: dict[str, Any] = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "r1_gamma": 0.0,
-                                     "d_batchnorm": False}
+                                     "d_batchnorm": False, "optimizer": "adam"}
+# What one step of the budget is: a generator update (after n_disc discriminator updates), or — the paper's
+# convention, compare_gan v1 abstract_gan.py lines 198-219 and 258-263 — a discriminator update, with G updated
+# on the first step and then on every n_disc-th.
+StepCount = Literal["g_steps", "d_steps"]
 
 
 class TrialConfig(BaseModel):
@@ -38,7 +43,9 @@ class TrialConfig(BaseModel):
     image_size: int | None = Field(None, ge=8, description="square image side; None: the dataset's default")
     model: str = "mlp"
     loss: str = "ns_gan"
-    steps: int = Field(500, ge=1, description="generator steps")
+    steps: int = Field(500, ge=1, le=10**9, description="training steps, counted as `count` says")
+    count: StepCount = Field("g_steps", description="what a step is: a G update (after n_disc D updates) or a D "
+                             "update (the paper's)")
     eval_steps: list[int] | None = Field(None, description="steps at which to score; None: the last step")
     batch_size: int = Field(64, ge=2)
     z_dim: int = Field(64, ge=1)
@@ -53,6 +60,9 @@ class TrialConfig(BaseModel):
     began_lambda_k: float | None = Field(None, ge=0)
     r1_gamma: float | None = Field(None, ge=0)
     d_batchnorm: bool | None = None
+    optimizer: Literal["adam", "rmsprop"] | None = None
+    init: Literal["model", "compare_gan", "pytorch"] = Field("model", description="weight initialisation: the model's own, compare_gan v1's, "
+                              "or PyTorch's layer defaults")
     seed: int = 0
     device: str = "auto"
     amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU, where it is ~15× slower")
@@ -120,6 +130,7 @@ class TrialResult(BaseModel):
     status: Literal["completed", "diverged"]
     extractor: str
     rows: list[dict[str, Any]]  # one per evaluation: step, fid, kid, ... , d_loss, g_loss, seconds
+    protocol: dict[str, Any]  # how the scores were made (bench.metrics.Scorer.protocol): only equal ones compare
     steps_done: int
     train_seconds: float
     eval_seconds: float
@@ -161,6 +172,39 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def g_updates(count: StepCount, steps: int, n_disc: int) -> int:
+    """How many generator updates `steps` steps make (the VAE, which has no separate G update, aside)."""
+    if count == "g_steps":
+        return steps
+    return 1 + math.ceil((steps - 1) / n_disc)  # the first step, then steps t = 1, 1 + n_disc, ... below `steps`
+
+
+def step_updates(count: StepCount, step: int, n_disc: int) -> tuple[int, bool]:
+    """(D updates, whether G is updated) at step `step` (1-based) of the budget.
+
+    With d_steps, as compare_gan v1 (abstract_gan.py line 207: `(counter - 1) % disc_iters == 0 or g_loss is None`,
+    counter from 0): G follows the D update of the first step and of every step t with (t - 1) % n_disc == 0, so 100
+    steps at n_disc 5 are 100 D and 21 G updates.
+    """
+    if count == "g_steps":
+        return n_disc, True
+    t = step - 1
+    return 1, t == 0 or (t - 1) % n_disc == 0
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], config: TrialConfig) -> torch.optim.Optimizer:
+    """Adam (every model of the paper), or RMSProp as TensorFlow 1 had it for the paper's WGAN experiment
+    (gans/WGAN.py lines 45-53: tf.train.RMSPropOptimizer(lr), whose decay is 0.9, epsilon 1e-10 and mean square
+    starts at 1, where PyTorch's starts at 0 and would make the first steps ~3× the learning rate)."""
+    params = list(params)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2))
+    optimizer = torch.optim.RMSprop(params, lr=config.lr, alpha=0.9, eps=1e-10)
+    for p in params:
+        optimizer.state[p] = {"step": torch.zeros(()), "square_avg": torch.ones_like(p)}
+    return optimizer
+
+
 def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> TrialResult:
     """Trains and scores one configuration; resumes from `out_dir/checkpoint.pt` if the same config left one."""
     config = config.resolved()
@@ -175,21 +219,22 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
     penalty = penalties.get(spec.penalty) if spec.penalty else None
     torch.manual_seed(config.seed)  # model initialisation
     # For the VAE, D is its encoder and G its decoder.
-    G, D = models.build(config.model, dataset.image_shape, config.z_dim, spec.discriminator, config.d_batchnorm)
+    G, D = models.build(config.model, dataset.image_shape, config.z_dim, spec.discriminator, config.d_batchnorm,
+                        init=config.init)
     G, D = G.to(device), D.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    opt_g, opt_d = make_optimizer(G.parameters(), config), make_optimizer(D.parameters(), config)
     scorer = Scorer(config.metrics, dataset, device)
     # Only now, with everything that can reject the config behind us, does the trial write anything.
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Thread counts change the order of float sums: identical results need the same device and thread count.
     record = {"config": config.model_dump(mode="json"), "device": str(device), "threads": torch.get_num_threads(),
-              "versions": versions()}
+              "versions": versions(), "protocol": scorer.protocol}
     atomic_write_json(out_dir / "config.json", record)
     rng = torch.Generator(device).manual_seed(config.seed)  # every batch index, latent and penalty draw
     real = dataset.train.to(device)
-    k = 0.0  # BEGAN's balance term
+    k = 0.0  # BEGAN's balance term, 0 at the start as in v1 (BEGAN.py line 103)
+    g_value = float("nan")  # the last G loss; with d_steps, steps without a G update keep the previous one
     start, rows, train_seconds, eval_seconds = 0, [], 0.0, 0.0
 
     checkpoint_path = out_dir / "checkpoint.pt"
@@ -201,12 +246,15 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
             opt_g.load_state_dict(state["opt_g"])
             opt_d.load_state_dict(state["opt_d"])
             rng.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
-            k, start, rows = state["k"], state["step"], state["rows"]
+            k, start, rows, g_value = state["k"], state["step"], state["rows"], state["g_loss"]
             train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
 
     def real_batch() -> torch.Tensor:
         idx = torch.randint(len(real), (config.batch_size,), generator=rng, device=device)
         return real[idx].float().div_(255.0)
+
+    def latent() -> torch.Tensor:
+        return sample_latent(config.batch_size, config.z_dim, config.z_dist, rng)
 
     def sample(n: int, generator: torch.Generator) -> torch.Tensor:
         return G(sample_latent(n, config.z_dim, config.z_dist, generator))
@@ -223,25 +271,29 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
             # g_loss = reconstruction term.
             x = real_batch()
             with amp():
-                mu, logvar = D(x)
-                # Reparameterisation: z ~ q(z|x) as a differentiable function of (mu, logvar).
-                z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=rng, device=device)
+                mu, sigma = D(x)
+                # Reparameterisation: z ~ q(z|x) as a differentiable function of (mu, sigma).
+                z = mu + sigma * torch.randn(mu.shape, generator=rng, device=device)
                 reconstruction = G(z)
-            # Outside autocast, which refuses binary_cross_entropy, and in float32: under amp the outputs are bfloat16.
-            g_loss, d_loss = losses.vae_loss(x, reconstruction.float(), mu.float(), logvar.float())
+            # Outside autocast and in float32: under amp the outputs are bfloat16.
+            g_loss, d_loss = losses.vae_loss(x, reconstruction.float(), mu.float(), sigma.float())
             opt_d.zero_grad(set_to_none=True)
             opt_g.zero_grad(set_to_none=True)
             (g_loss + d_loss).backward()
             opt_d.step()
             opt_g.step()
+            g_value = g_loss.item()
         else:
-            # Discriminator: n_disc steps on fresh real and fake batches.
+            d_updates, update_g = step_updates(config.count, step, config.n_disc)
+            # Discriminator: d_updates steps on fresh real and fake batches.
             D.requires_grad_(True)
-            for i in range(config.n_disc):
-                x = real_batch()
-                # The last D step's fake batch is kept, with its graph, for the G step (one G forward per batch).
-                with torch.set_grad_enabled(i == config.n_disc - 1), amp():
-                    fake = G(sample_latent(config.batch_size, config.z_dim, config.z_dist, rng))
+            for i in range(d_updates):
+                x, z = real_batch(), latent()
+                # The last D step's fake batch is kept, with its graph, for the G step (one G forward per batch),
+                # unless the loss draws a fresh z for G (WGAN-GP in v1).
+                keep = update_g and i == d_updates - 1 and not spec.resample_before_g
+                with torch.set_grad_enabled(keep), amp():
+                    fake = G(z)
                 with amp():
                     if spec.discriminator == "autoencoder":  # BEGAN: D's "score" is a reconstruction error
                         real_error = losses.reconstruction_error(x, D(x))
@@ -260,23 +312,36 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
                 if spec.weight_clip:
                     penalties.clip_weights(D, config.clip)
 
-            # Generator: D is frozen so its parameter gradients are not computed for nothing.
-            D.requires_grad_(False)
-            with amp():
-                if spec.discriminator == "autoencoder":
-                    fake_error = losses.reconstruction_error(fake, D(fake))
-                    _, g_loss = losses.began_losses(real_error.detach(), fake_error, k)
-                else:
-                    # Every built-in g_loss uses fake scores only; custom losses see the last D step's real scores.
-                    _, g_loss = spec.fn(real_scores.detach(), D(fake))
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
+            if update_g:
+                # Generator: D is frozen so its parameter gradients are not computed for nothing.
+                D.requires_grad_(False)
+                if spec.resample_before_g:
+                    with amp():
+                        fake = G(latent())
+                with amp():
+                    if spec.discriminator == "autoencoder":
+                        _, g_loss = losses.began_losses(real_error.detach(),
+                                                        losses.reconstruction_error(fake, D(fake)), k)
+                    else:
+                        # Every built-in g_loss uses fake scores only; custom losses see the last D step's real scores.
+                        _, g_loss = spec.fn(real_scores.detach(), D(fake))
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_g.step()
+                g_value = g_loss.item()
             if spec.discriminator == "autoencoder":
-                k = losses.began_update_k(k, real_error.item(), fake_error.item(), config.began_gamma,
+                # v1 updates k after every step, from errors the updated networks make on the step's own batch and
+                # z, in training mode (BEGAN.py lines 162-169).
+                with torch.no_grad(), amp():
+                    real_error_now = losses.reconstruction_error(x, D(x)).item()
+                    fake_now = G(z)
+                    fake_error_now = losses.reconstruction_error(fake_now, D(fake_now)).item()
+                k = losses.began_update_k(k, real_error_now, fake_error_now, config.began_gamma,
                                           config.began_lambda_k)
 
-        if not torch.isfinite(d_loss.detach() + g_loss.detach()):
+        d_value = d_loss.item()
+        # G was updated on the first step in both conventions, so g_value is the last real G loss here.
+        if not (math.isfinite(d_value) and math.isfinite(g_value) and math.isfinite(k)):
             status = "diverged"  # no metric is made up for a diverged run: its earlier evaluations stand
             bar.set_postfix_str(f"diverged at step {step}")
             break
@@ -291,13 +356,13 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
             save_samples(G, config, out_dir / "samples.png")
             G.train()
             eval_seconds += time.perf_counter() - tick
-            rows.append({"step": step, **metrics, "d_loss": d_loss.item(), "g_loss": g_loss.item(),
+            rows.append({"step": step, **metrics, "d_loss": d_value, "g_loss": g_value,
                          "train_seconds": round(train_seconds, 3)})
             bar.set_postfix(fid=f"{metrics['fid']:.3g}")
             atomic_torch_save({"config": record["config"], "G": G.state_dict(), "D": D.state_dict(),
                                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
-                               "k": k, "step": step, "rows": rows, "train_seconds": train_seconds,
-                               "eval_seconds": eval_seconds}, checkpoint_path)
+                               "k": k, "step": step, "rows": rows, "g_loss": g_value,
+                               "train_seconds": train_seconds, "eval_seconds": eval_seconds}, checkpoint_path)
             tick = time.perf_counter()
     else:
         step = config.steps
@@ -305,7 +370,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
     bar.close()
 
     result = TrialResult(status=status, extractor=scorer.extractor_id, rows=rows, steps_done=step,
-                         train_seconds=train_seconds, eval_seconds=eval_seconds)
+                         train_seconds=train_seconds, eval_seconds=eval_seconds, protocol=scorer.protocol)
     atomic_write_json(out_dir / "result.json", {**result.model_dump(mode="json"), **record,
                                                 "extractor_test_accuracy": scorer.extractor_accuracy})
     return result

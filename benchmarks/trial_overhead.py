@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         real = dataset.train.to(device)
         torch.manual_seed(resolved.seed)
         G, D = models.build(resolved.model, dataset.image_shape, resolved.z_dim,
-                            d_batchnorm=resolved.d_batchnorm)
+                            d_batchnorm=resolved.d_batchnorm, init=resolved.init)
         G, D = G.to(device), D.to(device)
         opt_g = torch.optim.Adam(G.parameters(), lr=resolved.lr, betas=(resolved.beta1, resolved.beta2))
         opt_d = torch.optim.Adam(D.parameters(), lr=resolved.lr, betas=(resolved.beta1, resolved.beta2))
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- Part 2: scoring a trial vs feature extraction alone, with gan-bench's trained generator.
     G, _ = models.build(resolved.model, dataset.image_shape, resolved.z_dim,
-                        d_batchnorm=resolved.d_batchnorm)
+                        d_batchnorm=resolved.d_batchnorm, init=resolved.init)
     G.load_state_dict(trained_state)
     G = G.to(device).eval()
 

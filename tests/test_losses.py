@@ -17,11 +17,18 @@ def _softplus(t: np.ndarray) -> np.ndarray:
     return np.log1p(np.exp(t))
 
 
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-t))
+
+
 # Independent numpy formulas on the raw scores r, f.
 REFERENCE = {
     "mm_gan": lambda r, f: (_softplus(-r).mean() + _softplus(f).mean(), -_softplus(f).mean()),
     "ns_gan": lambda r, f: (_softplus(-r).mean() + _softplus(f).mean(), _softplus(-f).mean()),
-    "lsgan": lambda r, f: (0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(), 0.5 * ((f - 1) ** 2).mean()),
+    # v1 (gans/LSGAN.py 62-71): on sigmoid(score).
+    "lsgan": lambda r, f: (0.5 * (((_sigmoid(r) - 1) ** 2).mean() + (_sigmoid(f) ** 2).mean()),
+                           0.5 * ((_sigmoid(f) - 1) ** 2).mean()),
+    "lsgan_raw": lambda r, f: (0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(), 0.5 * ((f - 1) ** 2).mean()),
     "wgan": lambda r, f: (f.mean() - r.mean(), -f.mean()),
     "wgan_gp": lambda r, f: (f.mean() - r.mean(), -f.mean()),
     "dragan": lambda r, f: (_softplus(-r).mean() + _softplus(f).mean(), _softplus(-f).mean()),
@@ -93,7 +100,8 @@ def test_cross_entropy_losses_stay_finite_for_extreme_scores(name):
 
 
 def test_names_in_listing_order():
-    assert losses.names() == ["mm_gan", "ns_gan", "lsgan", "wgan", "wgan_gp", "dragan", "hinge", "began", "vae"]
+    assert losses.names() == ["mm_gan", "ns_gan", "lsgan", "lsgan_raw", "wgan", "wgan_gp", "dragan", "hinge", "began",
+                              "vae"]
 
 
 @pytest.mark.parametrize("name", losses.names())
@@ -113,22 +121,30 @@ def test_special_entries():
     assert losses.get("began").discriminator == "autoencoder" and losses.get("began").fn is None
     assert losses.get("vae").discriminator == "encoder" and losses.get("vae").latent == "normal"
     assert all(losses.get(n).latent is None for n in losses.names() if n != "vae")
-    plain = ["mm_gan", "ns_gan", "lsgan", "hinge"]
+    plain = ["mm_gan", "ns_gan", "lsgan", "lsgan_raw", "hinge"]
     assert all(losses.get(n).penalty is None and not losses.get(n).weight_clip for n in plain)
     assert not losses.get("wgan_gp").weight_clip
+    # v1 draws a fresh z before WGAN-GP's generator step only (gans/WGAN_GP.py 111-112, abstract_gan.py 208-210).
+    assert [n for n in losses.names() if losses.get(n).resample_before_g] == ["wgan_gp"]
 
 
-ADAM = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1}
+# The default configuration of each of the paper's models, as compare_gan v1's params.py gives it (wide range;
+# beta2 is never set there, so Adam's 0.999). Line numbers are params.py's.
+V1_GAN = {"lr": 5e-5, "beta1": 0.0, "beta2": 0.999, "n_disc": 1, "d_batchnorm": True}  # lines 111-113
 EXPECTED_DEFAULTS = {
-    "mm_gan": ADAM,
-    "ns_gan": ADAM,
-    "lsgan": ADAM,
-    "hinge": ADAM,
-    "wgan": {"lr": 5e-5, "beta1": 0.5, "beta2": 0.999, "n_disc": 5, "clip": 0.01},
-    "wgan_gp": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.9, "n_disc": 5, "gp_lambda": 10},
-    "dragan": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "gp_lambda": 10},
-    "began": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "began_gamma": 0.5, "began_lambda_k": 1e-3},
-    "vae": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.999},  # no n_disc: one step updates encoder and decoder
+    "mm_gan": V1_GAN,
+    "ns_gan": V1_GAN,
+    "lsgan": {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "d_batchnorm": True},  # lines 127-129
+    "lsgan_raw": {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "d_batchnorm": True},  # as lsgan
+    "wgan": {"lr": 5e-5, "beta1": 0.5, "beta2": 0.999, "n_disc": 5, "d_batchnorm": True, "clip": 0.01},  # 146-150
+    "wgan_gp": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 5, "d_batchnorm": False, "gp_lambda": 10},
+    "dragan": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "d_batchnorm": True, "gp_lambda": 10},
+    "began": {"lr": 1e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 5, "d_batchnorm": False, "began_gamma": 0.75,
+              "began_lambda_k": 1e-3},  # lines 231-237
+    # lines 63-74 (the wide range's own defaults: beta1 0.5, batch norm on) and 209-210; no n_disc: one step
+    # updates encoder and decoder
+    "vae": {"lr": 5e-5, "beta1": 0.5, "beta2": 0.999, "d_batchnorm": True},
+    "hinge": {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1},  # not in the paper
 }
 
 
@@ -142,7 +158,7 @@ def test_defaults(name):
 def test_defaults_are_read_only():
     with pytest.raises(TypeError):
         losses.get("mm_gan").defaults["lr"] = 1.0
-    assert losses.get("ns_gan").defaults["lr"] == 2e-4
+    assert losses.get("ns_gan").defaults["lr"] == 5e-5
 
 
 def test_unknown_name_lists_every_valid_name_on_one_line():
@@ -222,8 +238,9 @@ def test_began_update_k():
     assert losses.began_update_k(0.5, 0.5, 0.1, gamma=0.5, lambda_k=0.1) == pytest.approx(0.5 + 0.1 * 0.15)
     assert losses.began_update_k(0.5, 0.5, 0.4, gamma=0.5, lambda_k=0.1) == pytest.approx(0.5 - 0.1 * 0.15)
     assert losses.began_update_k(0.5, 0.5, 0.25, gamma=0.5, lambda_k=0.1) == pytest.approx(0.5)
-    assert losses.began_update_k(0.99, 10.0, 0.0, gamma=1.0, lambda_k=1.0) == 1.0
-    assert losses.began_update_k(0.01, 0.0, 10.0, gamma=1.0, lambda_k=1.0) == 0.0
+    # Unclipped, as in compare_gan v1 (gans/BEGAN.py 130-131): k may leave [0, 1].
+    assert losses.began_update_k(0.99, 10.0, 0.0, gamma=1.0, lambda_k=1.0) == pytest.approx(10.99)
+    assert losses.began_update_k(0.01, 0.0, 10.0, gamma=1.0, lambda_k=1.0) == pytest.approx(-9.99)
 
 
 def test_began_convergence():
@@ -241,62 +258,85 @@ def test_reconstruction_error():
     assert error.item() == pytest.approx(np.abs(x.numpy() - reconstruction.numpy()).mean(), abs=1e-12)
 
 
-def _vae_reference(x: np.ndarray, p: np.ndarray, mu: np.ndarray, logvar: np.ndarray) -> tuple[float, float]:
-    bce = -(x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(len(x), -1).sum(1).mean()
-    kl = (0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)).sum(1).mean()
-    return bce, kl
+def _vae_reference(x: np.ndarray, p: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> tuple[float, float]:
+    """compare_gan v1 (gans/VAE.py 99-110) in numpy: clip, sum the log-likelihood over H and W, then average over
+    batch and channels; KL with log(1e-8 + sigma^2)."""
+    p = np.clip(p, 1e-8, 1 - 1e-8)
+    log_likelihood = (x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=(2, 3))
+    kl = (0.5 * (mu**2 + sigma**2 - np.log(1e-8 + sigma**2) - 1)).sum(1).mean()
+    return -log_likelihood.mean(), kl
 
 
-def _vae_inputs(seed: int = 4) -> tuple[torch.Tensor, ...]:
+def _vae_inputs(seed: int = 4, channels: int = 1) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(5, 1, 6, 6, generator=gen, dtype=torch.float64)  # grey levels, not only 0 and 1
-    reconstruction = torch.rand(5, 1, 6, 6, generator=gen, dtype=torch.float64) * 0.98 + 0.01
+    x = torch.rand(5, channels, 6, 6, generator=gen, dtype=torch.float64)  # grey levels, not only 0 and 1
+    reconstruction = torch.rand(5, channels, 6, 6, generator=gen, dtype=torch.float64) * 0.98 + 0.01
     mu = torch.randn(5, 3, generator=gen, dtype=torch.float64)
-    logvar = torch.randn(5, 3, generator=gen, dtype=torch.float64)
-    return x, reconstruction, mu, logvar
+    sigma = torch.rand(5, 3, generator=gen, dtype=torch.float64) * 2 + 0.05
+    return x, reconstruction, mu, sigma
 
 
-def test_vae_loss_matches_numpy_formula():
-    x, reconstruction, mu, logvar = _vae_inputs()
-    reconstruction_term, kl_term = losses.vae_loss(x, reconstruction, mu, logvar)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_vae_loss_matches_v1_formula(channels):
+    x, reconstruction, mu, sigma = _vae_inputs(channels=channels)
+    reconstruction_term, kl_term = losses.vae_loss(x, reconstruction, mu, sigma)
     assert reconstruction_term.shape == kl_term.shape == ()
-    bce_ref, kl_ref = _vae_reference(x.numpy(), reconstruction.numpy(), mu.numpy(), logvar.numpy())
-    assert reconstruction_term.item() == pytest.approx(bce_ref, abs=1e-6)
-    assert kl_term.item() == pytest.approx(kl_ref, abs=1e-6)
+    nll_ref, kl_ref = _vae_reference(x.numpy(), reconstruction.numpy(), mu.numpy(), sigma.numpy())
+    assert reconstruction_term.item() == pytest.approx(nll_ref, rel=1e-12)
+    assert kl_term.item() == pytest.approx(kl_ref, rel=1e-12)
+
+
+def test_vae_reconstruction_is_averaged_over_channels():
+    # Three identical channels cost what one does (v1 sums over H, W only, then averages over batch and channels);
+    # a sum over channels would triple it.
+    x, reconstruction, mu, sigma = _vae_inputs(channels=1)
+    grey, _ = losses.vae_loss(x, reconstruction, mu, sigma)
+    colour, _ = losses.vae_loss(x.expand(-1, 3, -1, -1), reconstruction.expand(-1, 3, -1, -1), mu, sigma)
+    assert colour.item() == pytest.approx(grey.item(), rel=1e-12)
+    # And a 3-channel image whose channels differ is the mean of the three one-channel terms.
+    x3, r3, _, _ = _vae_inputs(seed=9, channels=3)
+    per_channel = [losses.vae_loss(x3[:, [c]], r3[:, [c]], mu, sigma)[0].item() for c in range(3)]
+    assert losses.vae_loss(x3, r3, mu, sigma)[0].item() == pytest.approx(np.mean(per_channel), rel=1e-12)
 
 
 def test_vae_kl_is_zero_at_the_prior():
     x, reconstruction, _, _ = _vae_inputs()
-    _, kl_term = losses.vae_loss(x, reconstruction, torch.zeros(5, 3), torch.zeros(5, 3))
-    assert kl_term.item() == 0
+    _, kl_term = losses.vae_loss(x, reconstruction, torch.zeros(5, 3, dtype=torch.float64),
+                                 torch.ones(5, 3, dtype=torch.float64))
+    # v1's 1e-8 inside the log leaves 0.5 * 3 * -log(1 + 1e-8) per sample.
+    assert kl_term.item() == pytest.approx(-1.5 * np.log1p(1e-8), abs=1e-12)
 
 
 def test_vae_gradient_directions():
-    x, reconstruction, mu, logvar = _vae_inputs()
+    x, reconstruction, mu, sigma = _vae_inputs()
     reconstruction.requires_grad_(True)
     mu.requires_grad_(True)
-    reconstruction_term, kl_term = losses.vae_loss(x, reconstruction, mu, logvar)
+    sigma.requires_grad_(True)
+    reconstruction_term, kl_term = losses.vae_loss(x, reconstruction, mu, sigma)
     (d_reconstruction,) = torch.autograd.grad(reconstruction_term, reconstruction)
-    # Descending the BCE moves every pixel toward its target.
+    # Descending the negative log-likelihood moves every pixel toward its target.
     assert ((d_reconstruction * (reconstruction - x)) > 0).all()
-    (d_mu,) = torch.autograd.grad(kl_term, mu)
-    # A larger |mu| costs more KL.
+    d_mu, d_sigma = torch.autograd.grad(kl_term, (mu, sigma))
+    # A larger |mu| costs more KL; sigma is pulled toward 1 (d KL / d sigma = sigma - 1/sigma, near enough).
     assert ((d_mu * mu) > 0).all()
+    assert ((d_sigma * (sigma - 1)) > 0).all()
 
 
 def test_vae_loss_stays_finite_for_saturated_pixels():
-    # A sigmoid saturates to exactly 0 or 1 in float32; a wrong pixel then costs a bounded amount, not inf.
-    x = torch.tensor([[0.0, 1.0, 0.5]])
-    reconstruction = torch.tensor([[1.0, 0.0, 1.0]], requires_grad=True)
-    reconstruction_term, _ = losses.vae_loss(x, reconstruction, torch.zeros(1, 2), torch.zeros(1, 2))
+    # A sigmoid saturates to exactly 0 or 1 in float32; v1 clips to [1e-8, 1 - 1e-8], so a wrong pixel costs
+    # -log(1e-8) ~ 18.4, not inf (the clip is applied in float64, where 1 - 1e-8 is not 1).
+    x = torch.tensor([[[[0.0, 1.0, 0.5]]]])
+    reconstruction = torch.tensor([[[[1.0, 0.0, 1.0]]]], requires_grad=True)
+    reconstruction_term, _ = losses.vae_loss(x, reconstruction, torch.zeros(1, 2), torch.ones(1, 2))
     assert torch.isfinite(reconstruction_term)
+    assert reconstruction_term.item() == pytest.approx(-2.5 * np.log(1e-8), rel=1e-4)
     assert torch.isfinite(torch.autograd.grad(reconstruction_term, reconstruction)[0]).all()
 
 
 def test_vae_loss_of_a_blown_up_decoder_is_nan_not_an_error():
-    # F.binary_cross_entropy raises on NaN; the trial must see a NaN loss and record the run as diverged.
-    reconstruction = torch.tensor([[0.5, float("nan")]], requires_grad=True)
-    reconstruction_term, kl_term = losses.vae_loss(torch.zeros(1, 2), reconstruction, torch.ones(1, 2),
-                                                   torch.zeros(1, 2))
-    assert torch.isnan(reconstruction_term) and kl_term.item() == pytest.approx(1.0)
+    # The trial must see a NaN loss and record the run as diverged.
+    reconstruction = torch.tensor([[[[0.5, float("nan")]]]], requires_grad=True)
+    reconstruction_term, kl_term = losses.vae_loss(torch.zeros(1, 1, 1, 2), reconstruction, torch.ones(1, 2),
+                                                   torch.ones(1, 2))
+    assert torch.isnan(reconstruction_term) and torch.isfinite(kl_term)
     (reconstruction_term + kl_term).backward()  # still differentiable, as the training step needs

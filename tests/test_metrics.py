@@ -13,8 +13,9 @@ from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from bench import BenchError, data
+from bench.io import atomic_torch_save
 from bench.metrics import (DOMAIN_EXTRACTOR, INCEPTION_FILE, DomainFeatureExtractor, MetricsConfig, Scorer,
-                           _save_reproducibly, inception_weights_path, protocol_id, to_uint8)
+                           inception_weights_path, protocol_id, to_uint8)
 from bench.trial import TrialConfig, run_trial
 
 
@@ -224,8 +225,8 @@ def test_inception_protocol_hashes_the_weights_file(digits, inception_weights, t
 def test_domain_extractor_files_are_reproducible(tmp_path):
     # The weights hash is of the file: equal weights must give equal files, whatever the path written to.
     checkpoint = {"state_dict": {"w": torch.arange(6.0)}, "id": "x"}
-    _save_reproducibly(checkpoint, tmp_path / "a.pt")
-    _save_reproducibly(checkpoint, tmp_path / "b" / "other-name.pt")
+    atomic_torch_save(checkpoint, tmp_path / "a.pt")
+    atomic_torch_save(checkpoint, tmp_path / "b" / "other-name.pt")
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b" / "other-name.pt").read_bytes()
     assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]["w"], torch.arange(6.0))
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -49,47 +50,71 @@ class _Recorder(nn.Module):
         return self.linear(x.flatten(start_dim=1))
 
 
+def _v1_slope_penalty(norms: np.ndarray) -> float:
+    """compare_gan v1's E (sqrt(1e-4 + ||g||^2) - 1)^2 from per-sample gradient norms."""
+    return float(((np.sqrt(1e-4 + norms**2) - 1) ** 2).mean())
+
+
 @pytest.mark.parametrize("squeeze", [False, True])
-@pytest.mark.parametrize("penalty", UNIT_NORM)
-def test_unit_norm_linear_critic_has_zero_penalty(penalty, squeeze):
+@pytest.mark.parametrize("norm", [0.5, 1.0, 2.0, 3.0])
+def test_wgan_gp_on_a_linear_critic_is_v1_formula(norm, squeeze):
+    # ||grad D|| = norm everywhere, so the penalty is (sqrt(1e-4 + norm^2) - 1)^2: zero up to v1's 1e-4 at norm 1.
     real, fake = _batches()
-    value = penalty(_linear_critic(1.0, squeeze), real, fake)
+    value = penalties.gradient_penalty(_linear_critic(norm, squeeze), real, fake)
     assert value.shape == ()
-    assert value.item() == pytest.approx(0.0, abs=1e-10)
-
-
-@pytest.mark.parametrize("norm, expected", [(2.0, 1.0), (3.0, 4.0), (0.5, 0.25)])
-@pytest.mark.parametrize("penalty", UNIT_NORM)
-def test_linear_critic_penalty_is_squared_distance_from_unit_norm(penalty, norm, expected):
-    real, fake = _batches()
-    value = penalty(_linear_critic(norm), real, fake)
-    assert value.item() == pytest.approx(expected, abs=1e-10)
+    assert value.item() == pytest.approx(_v1_slope_penalty(np.full(SHAPE[0], norm)), rel=1e-12, abs=1e-15)
 
 
 def test_gradient_penalty_evaluates_at_per_sample_interpolates():
     real, fake = _batches()
     critic = _Recorder()
-    penalties.gradient_penalty(critic, real, fake)
-    # x_hat = eps * real + (1 - eps) * fake, so eps is recoverable elementwise and must be one per sample.
-    eps = ((critic.seen - fake) / (real - fake)).flatten(start_dim=1)
-    assert torch.allclose(eps, eps[:, :1].expand_as(eps), atol=1e-9)
-    assert ((eps >= 0) & (eps < 1)).all()
-    assert eps[:, 0].unique().numel() == SHAPE[0]
+    penalties.gradient_penalty(critic, real, fake, torch.Generator().manual_seed(3))
+    # v1: x_hat = x + alpha (G(z) - x), so alpha is recoverable elementwise and must be one per sample.
+    alpha = ((critic.seen - real) / (fake - real)).flatten(start_dim=1)
+    assert torch.allclose(alpha, alpha[:, :1].expand_as(alpha), atol=1e-9)
+    assert ((alpha >= 0) & (alpha < 1)).all()
+    assert alpha[:, 0].unique().numel() == SHAPE[0]
+    expected = torch.rand(SHAPE[0], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert torch.allclose(alpha[:, 0], expected, atol=1e-9)
 
 
-def test_dragan_penalty_perturbs_real_with_positive_elementwise_noise():
+def _dragan_draws(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The penalty's random draws in its order: delta ~ U[0, 1) of the batch's shape, then alpha per sample."""
+    gen = torch.Generator().manual_seed(seed)
+    delta = torch.rand(SHAPE, generator=gen, dtype=torch.float64)
+    alpha = torch.rand((SHAPE[0], 1, 1, 1), generator=gen, dtype=torch.float64)
+    return delta, alpha
+
+
+def test_dragan_perturbation_is_v1s():
+    # v1 (DRAGAN.py 45-46, 87-89): x_p = x + 0.5 std(x) U[0, 1) elementwise; x_hat = x + alpha (x_p - x).
     real, fake = _batches()
     critic = _Recorder()
-    penalties.dragan_penalty(critic, real, fake)
-    noise = critic.seen - real
-    scale = 0.5 * real.std(correction=0)
-    assert ((noise >= 0) & (noise < scale)).all()
-    # Elementwise, not per sample: the noise varies within each sample too.
-    assert noise.flatten(start_dim=1).std(dim=1).min() > 0.1 * scale
-    # One U[0, 1) draw of real's shape, scaled by the population std (the authors' numpy x.std()).
-    delta = torch.rand(SHAPE, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     penalties.dragan_penalty(critic, real, fake, torch.Generator().manual_seed(5))
-    assert torch.allclose(critic.seen - real, scale * delta, rtol=1e-12, atol=0)
+    delta, alpha = _dragan_draws(5)
+    scale = 0.5 * real.std(correction=0)  # the authors' numpy x.std(): population std over the whole batch
+    assert torch.allclose(critic.seen, real + alpha * scale * delta, rtol=1e-12, atol=1e-14)
+    # Its distribution: one-sided, within [0, alpha_i * scale) elementwise, varying within each sample.
+    noise = critic.seen - real
+    assert ((noise >= 0) & (noise < alpha * scale)).all()
+    assert noise.flatten(start_dim=1).std(dim=1).min() > 0
+
+
+@pytest.mark.parametrize("norm", [0.5, 1.0, 4.0, 40.0])
+def test_dragan_penalises_the_gradient_of_the_sigmoid_output(norm):
+    # For D(x) = w.x + b: grad sigmoid(D) = sigmoid'(D(x_hat)) w, so per-sample norms sigmoid'(s) ||w||; computed
+    # here in numpy from the same draws.
+    real, fake = _batches()
+    critic = _linear_critic(norm)
+    value = penalties.dragan_penalty(critic, real, fake, torch.Generator().manual_seed(7))
+    delta, alpha = _dragan_draws(7)
+    r = real.numpy()
+    x_hat = r + alpha.numpy() * 0.5 * r.std() * delta.numpy()
+    w, b = critic[1].weight.detach().numpy()[0], critic[1].bias.item()
+    sig = 1 / (1 + np.exp(-(x_hat.reshape(SHAPE[0], -1) @ w + b)))
+    assert value.item() == pytest.approx(_v1_slope_penalty(sig * (1 - sig) * norm), rel=1e-10)
+    # Not the logit's: that would be (sqrt(1e-4 + norm^2) - 1)^2 for every sample.
+    assert value.item() != pytest.approx(_v1_slope_penalty(np.full(SHAPE[0], norm)), rel=1e-3)
 
 
 @pytest.mark.parametrize("penalty", UNIT_NORM)
@@ -104,12 +129,14 @@ def test_penalty_gradient_reaches_discriminator_but_not_inputs(penalty):
     assert value.item() > 0
     value.backward()
 
-    # The output bias shifts every score equally, so it cannot change an input gradient.
+    # The output bias shifts every score equally, so it cannot change the input gradient of a raw score (WGAN-GP);
+    # through DRAGAN's sigmoid it moves sigmoid'(D(x)), so it gets a gradient there.
     output_bias = critic[3].bias
     for param in critic.parameters():
-        if param is not output_bias:
+        if param is not output_bias or penalty is penalties.dragan_penalty:
             assert param.grad is not None and param.grad.abs().sum() > 0
-    assert output_bias.grad is None or (output_bias.grad == 0).all()
+    if penalty is penalties.gradient_penalty:
+        assert output_bias.grad is None or (output_bias.grad == 0).all()
     assert all(p.grad is None for p in generator_layer.parameters())
     assert real.grad is None and not real.requires_grad
 

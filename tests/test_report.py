@@ -1,30 +1,58 @@
-"""Reports from results.csv: the bootstrap min-FID-vs-budget curve against its exact expectation, and summaries."""
+"""Reports from results.csv: the bootstrap min-FID-vs-budget curve against the exact distribution of the minimum,
+summaries, the paper's table, and protocols kept apart."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from bench import BenchError
-from bench.report import confirm_table, min_fid_bootstrap, summary, write_report
+from bench.report import confirm_markdown, confirm_table, min_fid_bootstrap, plot_fid_vs_budget, summary, write_report
+
+RESAMPLES = 20000
+# A bootstrap quantile at level p is an exact quantile at a level within this of p: 5 standard errors of an
+# empirical CDF from RESAMPLES draws (at most 0.5 / sqrt(RESAMPLES)), so a seeded run is not on the edge.
+LEVEL_TOLERANCE = 5 * 0.5 / np.sqrt(RESAMPLES)
 
 
-def exact_expected_min(values, k):
-    """E[min of k draws with replacement]: P(min >= v_(i)) = ((n - i + 1) / n)^k for sorted v."""
-    v = np.sort(values)
-    n = len(v)
-    i = np.arange(1, n + 1)
-    return float((v * (((n - i + 1) / n) ** k - ((n - i) / n) ** k)).sum())
+def exact_min_quantile(values, k, p):
+    """The p-quantile of the minimum of k draws with replacement from `values` (inf = no FID), exactly: the smallest
+    order statistic v_(j) with P(min <= v_(j)) = 1 - (1 - j/n)^k >= p."""
+    v = np.sort(np.asarray(values, dtype=float))
+    j = np.arange(1, len(v) + 1)
+    cdf = 1 - (1 - j / len(v)) ** k
+    return v[np.argmax(cdf >= min(p, 1.0))]
 
 
-def test_bootstrap_matches_the_exact_expectation_and_never_rises():
+def assert_matches_the_exact_distribution(values, median, low, high):
+    for k in range(1, len(median) + 1):
+        for p, got in ((0.5, median), (0.025, low), (0.975, high)):
+            lo = exact_min_quantile(values, k, p - LEVEL_TOLERANCE)
+            hi = exact_min_quantile(values, k, p + LEVEL_TOLERANCE)
+            assert lo <= got[k - 1] <= hi, (k, p, got[k - 1], lo, hi)
+
+
+def test_bootstrap_matches_the_exact_distribution_and_never_rises():
     fids = np.array([40.0, 12.0, 25.0, 90.0, 18.0, 33.0, 60.0, 15.0])
-    mean, low, high = min_fid_bootstrap(fids, 8, resamples=20000)
-    assert np.all(np.diff(mean) <= 0)
-    for k in range(1, 9):
-        assert mean[k - 1] == pytest.approx(exact_expected_min(fids, k), rel=0.02)
-        assert low[k - 1] <= mean[k - 1] <= high[k - 1]
-    assert mean[0] == pytest.approx(fids.mean(), rel=0.02)
+    median, low, high = min_fid_bootstrap(fids, 8, resamples=RESAMPLES)
+    assert np.all(np.diff(median) <= 0) and np.all(np.diff(low) <= 0) and np.all(np.diff(high) <= 0)
+    assert np.all(low <= median) and np.all(median <= high)
+    assert_matches_the_exact_distribution(fids, median, low, high)
+    assert set(median) | set(low) | set(high) <= set(fids)  # quantiles that do not interpolate
     assert low[-1] == fids.min()
+
+
+def test_bootstrap_counts_trials_without_fid_as_worse_than_any():
+    median, low, high = min_fid_bootstrap(np.array([1.0, 2.0, np.inf, np.inf]), 4, resamples=RESAMPLES)
+    # k = 1: P(min <= 2) = 1/2 exactly, so the median is the 2nd order statistic or inf, as the sample falls.
+    assert median[0] in (2.0, np.inf) and low[0] == 1.0 and high[0] == np.inf
+    assert_matches_the_exact_distribution([1.0, 2.0, np.inf, np.inf], median, low, high)
+    # NaN (how results.csv spells "no FID") is the same as inf.
+    assert np.array_equal(min_fid_bootstrap(np.array([1.0, 2.0, np.nan, np.nan]), 4, resamples=RESAMPLES)[0], median)
+    # The same loss without its FID-less trials would look better: at k = 1 its median is 20, with them 30.
+    without = min_fid_bootstrap(np.array([10.0, 20.0, 30.0]), 3, resamples=RESAMPLES)
+    counted = min_fid_bootstrap(np.array([10.0, 20.0, 30.0, np.nan, np.nan]), 3, resamples=RESAMPLES)
+    assert np.all(counted[0] >= without[0]) and np.all(counted[2] >= without[2])
+    assert without[0][0] == 20.0 and counted[0][0] == 30.0
 
 
 def synthetic_results():
@@ -45,6 +73,8 @@ def test_summary_per_loss():
     assert table.loc["ns_gan", "best_trial"] == 1 and "lr=0.0002" in table.loc["ns_gan", "best_params"]
     assert table.loc["wgan", "trials"] == 3 and table.loc["wgan", "diverged_share"] == pytest.approx(1 / 3)
     assert table.loc["wgan", "best_fid"] == 40.0
+    assert table.loc["ns_gan", "no_fid"] == 0 and table.loc["wgan", "no_fid"] == 1
+    assert set(table["protocol"]) == {"domain-digits"}  # an old results.csv: its extractor stands for the protocol
 
 
 def test_report_files(tmp_path):
@@ -55,13 +85,23 @@ def test_report_files(tmp_path):
     assert "| ns_gan" in (tmp_path / "summary.md").read_text()
 
 
+def test_the_plot_counts_trials_without_fid_in_the_legend_and_the_curve(tmp_path):
+    figure = plot_fid_vs_budget(synthetic_results(), tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [ax] = [ax for ax in figure.axes if ax.get_visible()]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ns_gan", "wgan (1 of 3 without FID)"]
+    wgan = ax.get_lines()[1].get_ydata()  # the trials' best FIDs are 50, none and 40
+    assert np.array_equal(wgan, min_fid_bootstrap(np.array([50.0, np.inf, 40.0]), 3)[0])
+
+
 def test_report_without_results(tmp_path):
     with pytest.raises(BenchError, match="results.csv: not found"):
         write_report(tmp_path)
 
 
 def confirm_results():
-    """A search stage and a confirm stage: ns_gan on mnist near the paper, wgan on mnist far from it."""
+    """A search stage and a confirm stage: ns_gan on mnist near the paper, wgan on mnist far from it, with one run
+    that never had a FID."""
     rows = synthetic_results().assign(stage="search", dataset="mnist").to_dict("records")
     runs = {"ns_gan": [6.0, 7.0, 8.0], "wgan": [30.0, 32.0, np.nan, 34.0]}
     for loss, fids in runs.items():
@@ -73,6 +113,18 @@ def confirm_results():
     return pd.DataFrame(rows)
 
 
+def late_divergence_results():
+    """Confirm runs of lsgan on mnist: two clean, one diverged after two evaluations (its FID at them stands, then
+    a row of its divergence without FID), one diverged before any evaluation (one row, no FID)."""
+    rows = []
+    for seed, fids, status in ((1, [20.0, 12.0], "completed"), (2, [18.0, 14.0], "completed"),
+                               (3, [15.0, 9.0, np.nan], "diverged"), (4, [np.nan], "diverged")):
+        for step, fid in enumerate(fids, start=1):
+            rows.append({"stage": "confirm", "dataset": "mnist", "loss": "lsgan", "trial": seed, "seed": seed,
+                         "step": 100 * step, "status": status, "fid": fid, "extractor": "inception-v3-compat"})
+    return pd.DataFrame(rows)
+
+
 def test_confirm_table_against_the_paper():
     reference = pd.DataFrame({"model": ["ns_gan", "wgan"], "dataset": ["mnist", "mnist"], "fid_mean": [6.8, 6.7],
                               "fid_std": [0.5, 0.4]})
@@ -80,7 +132,7 @@ def test_confirm_table_against_the_paper():
     assert table.loc["ns_gan", "fid_mean"] == pytest.approx(7.0)
     assert table.loc["ns_gan", "fid_std"] == pytest.approx(np.std([6.0, 7.0, 8.0], ddof=1))
     assert table.loc["wgan", "fid_mean"] == pytest.approx(32.0) and table.loc["wgan", "runs"] == 4
-    assert table.loc["wgan", "diverged"] == 1
+    assert table.loc["wgan", "diverged"] == 1 and table.loc["wgan", "no_fid"] == 1
     # |7.0 - 6.8| = 0.2 < 1.0 + 0.5; |32 - 6.7| = 25.3 > 2.0 + 0.4
     assert not table.loc["ns_gan", "differs"] and table.loc["wgan", "differs"]
 
@@ -94,11 +146,66 @@ def test_report_writes_the_paper_table_beside_the_papers_numbers(tmp_path):
     markdown = (results_dir / "paper_table.md").read_text()
     assert "| model | mnist (ours) | mnist (paper) |" in markdown
     assert "| ns_gan | 7.0 ± 1.0 (n=3) | 6.8 ± 0.5 |" in markdown
-    assert "| wgan | 32.0 ± 2.0 (n=3) ⚑ | 6.7 ± 0.4 |" in markdown
+    assert "| wgan | 32.0 ± 2.0 (n=3; 1 diverged, 1 without FID) ⚑ | 6.7 ± 0.4 |" in markdown
     assert "paper's features (Inception)" in markdown
+    assert "P1: `inception-v3-compat` (mnist)" in markdown  # an old results.csv: the extractor is the protocol
     # The search stage still gets its summary and figure, from the search rows only.
     assert (results_dir / "summary.md").is_file() and "| ns_gan" in (results_dir / "summary.md").read_text()
     reference = tmp_path / "ref.csv"
     reference.write_text("model,dataset,fid\n")
     with pytest.raises(BenchError, match="ref.csv: expected the columns"):
         write_report(results_dir, reference)
+
+
+def test_a_run_that_diverged_late_keeps_its_best_fid_in_the_paper_table():
+    table = confirm_table(late_divergence_results(), None).set_index("loss")
+    chosen = [12.0, 14.0, 9.0]  # each run's best FID; the run diverged before any evaluation has none
+    assert table.loc["lsgan", "fid_mean"] == pytest.approx(np.mean(chosen))
+    assert table.loc["lsgan", "fid_std"] == pytest.approx(np.std(chosen, ddof=1))
+    assert table.loc["lsgan", ["runs", "diverged", "no_fid"]].tolist() == [4, 2, 1]
+    markdown = confirm_markdown(confirm_table(late_divergence_results(), None))
+    cell = f"{np.mean(chosen):.1f} ± {np.std(chosen, ddof=1):.1f} (n=3; 2 diverged, 1 without FID)"
+    assert f"| lsgan | {cell} |" in markdown
+
+
+def two_protocols(results, dataset):
+    """`results` with the runs of `dataset` scored twice: under the paper's protocol and under a domain one."""
+    paper = "inception-v3-compat@1a2b3c4d5e6f resize=tf1_bilinear real=test:10000 gen=10000"
+    domain = "domain-mnist-1x28x28-abc@9f8e7d6c5b4a resize=none real=test:10000 gen=10000"
+    first = results.assign(protocol=paper)
+    second = results[results["dataset"] == dataset].assign(protocol=domain, fid=results["fid"] * 0.01)
+    return pd.concat([first, second], ignore_index=True), paper, domain
+
+
+def test_two_protocols_in_one_dataset_are_kept_apart_and_labelled(tmp_path):
+    results, paper, domain = two_protocols(confirm_results(), "mnist")
+    table = confirm_table(results, None)
+    assert len(table) == 4 and set(table["protocol"]) == {paper, domain}
+    ns_gan = table[table["loss"] == "ns_gan"].set_index("protocol")
+    assert ns_gan.loc[paper, "fid_mean"] == pytest.approx(7.0) and ns_gan.loc[domain, "fid_mean"] == pytest.approx(0.07)
+    summary_table = summary(results)
+    assert len(summary_table) == 4 and set(summary_table["protocol"]) == {paper, domain}
+
+    results.to_csv(tmp_path / "results.csv", index=False)
+    reference = tmp_path / "ref.csv"
+    reference.write_text("model,dataset,fid_mean,fid_std\nns_gan,mnist,6.8,0.5\n")
+    write_report(tmp_path, reference)
+    markdown = (tmp_path / "paper_table.md").read_text()
+    assert "| model | mnist (ours, P1) | mnist (ours, P2) | mnist (paper) |" in markdown
+    assert "| ns_gan | 7.0 ± 1.0 (n=3) | 0.1 ± 0.0 (n=3) ⚑ | 6.8 ± 0.5 |" in markdown
+    assert f"P1: `{paper}` (mnist)" in markdown and f"P2: `{domain}` (mnist)" in markdown
+    assert "Protocols differ within mnist (P1, P2)" in markdown
+    assert "P2 uses the features of `domain-mnist-1x28x28-abc`, not the paper's Inception" in markdown
+    assert "P1 uses" not in markdown
+
+
+def test_the_plot_has_one_panel_per_dataset_and_protocol(tmp_path):
+    results, paper, domain = two_protocols(synthetic_results(), "digits")
+    cifar = synthetic_results().assign(dataset="cifar10", protocol=paper)
+    figure = plot_fid_vs_budget(pd.concat([results, cifar], ignore_index=True), tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    titles = [ax.get_title().split("\n") for ax in figure.axes if ax.get_visible()]
+    # The protocol is wrapped onto the lines below the dataset's name.
+    panels = [(title[0], " ".join(title[1:])) for title in titles]
+    assert sorted(panels) == sorted([("digits", paper), ("digits", domain), ("cifar10", paper)])
+    assert "features: " in figure.get_suptitle()

@@ -39,9 +39,13 @@ def test_tiny_study_end_to_end(tmp_path):
     assert sorted(table.groupby("loss")["trial"].nunique()) == [2, 2]
     assert set(table["step"]) == {15, 30} and (table["status"] == "completed").all()
     assert table["fid"].notna().all() and table["extractor"].str.startswith("domain-digits").all()
-    # The default configuration is the first sample of each loss.
-    first = table[(table["trial"] == 0)]
-    assert (first["param_lr"] == 2e-4).all() and (first["param_beta1"] == 0.5).all()
+    # The default configuration (compare_gan v1's) is the first sample of each loss, NS GAN's lr of 5e-5 although
+    # it lies below the searched range.
+    first = table[(table["trial"] == 0)].groupby("loss").first()
+    assert (first.loc["ns_gan", "param_lr"], first.loc["ns_gan", "param_beta1"]) == (5e-5, 0.0)
+    assert (first.loc["lsgan", "param_lr"], first.loc["lsgan", "param_beta1"]) == (2e-4, 0.5)
+    # Every score names its protocol.
+    assert table["protocol"].str.match(r"domain-digits-\S+@[0-9a-f]{12} resize=antialias real=test:360 gen=100$").all()
     for name in ("summary.csv", "summary.md", "fid_vs_budget.png", "study.yaml"):
         assert (results / name).stat().st_size > 0
     summary = (results / "summary.md").read_text()

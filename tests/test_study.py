@@ -124,11 +124,11 @@ def test_random_sampling_is_reproducible_and_defaults_come_first(tmp_path):
     study = load_study(write(tmp_path, GOOD))
     first = planned_samples(study, "digits", "wgan_gp")
     assert first == planned_samples(study, "digits", "wgan_gp")
-    assert first[0] == {"lr": 1e-4, "beta1": 0.5, "n_disc": 5, "gp_lambda": 10}  # the authors' defaults
-    assert len(first) == 3 and len({tuple(sorted(p.items())) for p in first}) == 3
+    assert first[0] == ({"lr": 1e-4, "beta1": 0.5, "n_disc": 5, "gp_lambda": 10}, {})  # the authors' defaults
+    assert len(first) == 3 and len({tuple(sorted(p.items())) for p, _ in first}) == 3
     space = distributions(study, "wgan_gp")
-    for params in first:
-        assert set(params) == set(space)
+    for params, overrides in first:
+        assert set(params) == set(space) and not overrides
         assert 1e-4 <= params["lr"] <= 1e-2 and params["n_disc"] in (1, 5)
     other_seed = load_study(write(tmp_path, changed(sampler={"name": "random", "seed": 7}), "other.yaml"))
     assert planned_samples(other_seed, "digits", "wgan_gp")[1:] != first[1:]
@@ -140,7 +140,7 @@ def test_grid_covers_the_grid_exactly_once(tmp_path):
                    loss_search_space={}, sampler={"name": "grid"}, defaults=False, budget={"samples": 6, "steps": 5})
     study = load_study(write(tmp_path, grid))
     samples = planned_samples(study, "digits", "ns_gan")
-    assert sorted((p["lr"], p["n_disc"]) for p in samples) == sorted(
+    assert sorted((p["lr"], p["n_disc"]) for p, _ in samples) == sorted(
         (lr, n) for lr in (1e-4, 1e-3, 1e-2) for n in (1, 5))
     too_many = {**grid, "budget": {"samples": 7, "steps": 5}}
     with pytest.raises(Exception, match="exceeds the grid"):
@@ -174,42 +174,52 @@ def test_claims_serve_every_sample_once_and_stop_at_the_budget(tmp_path, sampler
 
 
 def finish_search(study, storage, tmp_path, values):
-    """Claims every search trial and records `values[(loss, sample)]` as its outcome (None: diverged)."""
+    """Claims every search trial and records an outcome as the runner does: `values[(loss, sample)]` is a best FID
+    (completed), ("diverged", fid) for a run that diverged after an evaluation with that FID, or None for one that
+    diverged before any."""
     from bench.runner import claim
 
     while (claimed := claim(study, storage, tmp_path)) is not None:
         part, trial = claimed
         value = values[(part.loss, trial.user_attrs["sample"])]
-        trial.set_user_attr("status", "completed" if value is not None else "diverged")
-        trial.study.tell(trial, value) if value is not None else trial.study.tell(trial, state=TrialState.FAIL)
+        status, fid = ("completed", value) if not isinstance(value, tuple) and value is not None else (
+            ("diverged", value[1]) if value is not None else ("diverged", None))
+        rows = [{"step": 10, "fid": fid + 1.0}, {"step": 20, "fid": fid}] if fid is not None else []
+        trial.set_user_attr("runs", [{"seed": 0, "status": status, "rows": rows, "extractor": "x",
+                                      "steps_done": 20, "params": {**trial.params, "seed_marker": part.loss}}])
+        trial.set_user_attr("status", status)
+        trial.study.tell(trial, fid) if fid is not None else trial.study.tell(trial, state=TrialState.FAIL)
 
 
 def test_confirm_stage_reruns_the_best_search_configuration_with_fresh_seeds(tmp_path):
-    from bench.runner import best_search_trial, claim, counts
+    from bench.runner import best_configuration, claim, counts
 
     study = load_study(write(tmp_path, changed(stages=["search", "confirm"], confirm={"runs": 4, "first_seed": 100})))
     storage = prepare(study, tmp_path)
-    # ns_gan: sample 2 is best; a tie with a later sample is broken towards the earlier one. wgan_gp: all diverged.
-    finish_search(study, storage, tmp_path, {("ns_gan", 0): 9.0, ("ns_gan", 1): 4.0, ("ns_gan", 2): 3.5,
-                                             ("wgan_gp", 0): None, ("wgan_gp", 1): None, ("wgan_gp", 2): None})
+    # ns_gan: sample 1 diverged after reaching 3.5, and keeps it (as v1's 31337 sentinel for NaN checkpoints let it);
+    # it ties with sample 2 and the tie goes to the earlier sample. wgan_gp: no run has a finite FID.
+    finish_search(study, storage, tmp_path, {("ns_gan", 0): 9.0, ("ns_gan", 1): ("diverged", 3.5),
+                                             ("ns_gan", 2): 3.5, ("wgan_gp", 0): None, ("wgan_gp", 1): None,
+                                             ("wgan_gp", 2): None})
     search = optuna.load_study(study_name="tiny/digits/ns_gan", storage=storage).get_trials()
-    best = best_search_trial(study, storage, "digits", "ns_gan")
-    assert best.user_attrs["sample"] == 2 and best.params == search[2].params
+    sample, config = best_configuration(study, storage, "digits", "ns_gan")
+    assert sample == 1 and config == {**search[1].params, "seed_marker": "ns_gan"}
+    assert best_configuration(study, storage, "digits", "wgan_gp") is None
 
     prepare(study, tmp_path, "confirm")
     prepare(study, tmp_path, "confirm")  # idempotent, like the search stage
     confirm = optuna.load_study(study_name="tiny/digits/ns_gan/confirm", storage=storage).get_trials()
     assert [t.user_attrs["seed"] for t in confirm] == [100, 101, 102, 103]
-    assert all(t.user_attrs["source_trial"] == 2 for t in confirm)
+    assert all(t.user_attrs["source_trial"] == 1 and t.user_attrs["config"] == config for t in confirm)
     table = counts(study, storage, "confirm").set_index("loss")
     assert table.loc["ns_gan", "to_do"] == 4
-    assert table.loc["wgan_gp", "to_do"] == 0 and table.loc["wgan_gp", "skipped"] == "no completed search trial"
+    assert table.loc["wgan_gp", "to_do"] == 0 and table.loc["wgan_gp", "skipped"] == "no search trial with a finite FID"
 
     claimed = []
     while (next_trial := claim(study, storage, tmp_path, "confirm")) is not None:
         part, trial = next_trial
         claimed.append((part.stage, part.loss, trial.user_attrs["seed"]))
-        assert trial.params == search[2].params
+        assert trial.params == {} and trial.user_attrs["config"] == config  # the source run's configuration, whole
         trial.set_user_attr("status", "completed")
         trial.study.tell(trial, 1.0)
     assert claimed == [("confirm", "ns_gan", seed) for seed in (100, 101, 102, 103)]
@@ -242,15 +252,19 @@ def test_are_gans_equal_plans_the_papers_study():
     steps = {d: study.trial_fields(d, "ns_gan") for d in study.datasets}
     assert {d: f["steps"] for d, f in steps.items()} == {"mnist": 15625, "fashion_mnist": 15625,
                                                         "cifar10": 78125, "celeba": 101250}
-    assert steps["mnist"]["eval_steps"] == [3906, 7812, 11718, 15625]  # every 5 of the 20 epochs
-    assert len(steps["cifar10"]["eval_steps"]) == 20 and len(steps["celeba"]["eval_steps"]) == 8
+    # Every 5 epochs as v1's save_checkpoint_steps (5 * epoch // 64), and at the end.
+    assert steps["mnist"]["eval_steps"] == [3906, 7812, 11718, 15624, 15625]
+    assert steps["cifar10"]["eval_steps"] == [3906 * k for k in range(1, 21)] + [78125]
+    assert steps["celeba"]["eval_steps"] == [12656 * k for k in range(1, 9)] + [101250]
+    assert study.budget.count == "d_steps"  # steps are D updates, as in v1
 
 
 @pytest.mark.parametrize("name", ["are_gans_equal", "are_gans_equal_narrow", "are_gans_equal_mini"])
 def test_paper_studies_validate(name):
     study = load_study(f"studies/{name}.yaml")
-    assert study.stages == ["search", "confirm"]
-    assert len(study.losses) == 8
+    # The narrow study has no confirm stage: the paper's table confirms the wide search (are_gans_equal).
+    assert study.stages == (["search"] if name == "are_gans_equal_narrow" else ["search", "confirm"])
+    assert len(study.losses) == 8 and study.budget.count == "d_steps"
 
 
 def test_the_storage_opens_in_optuna_dashboard(tmp_path):

@@ -1,26 +1,40 @@
 """Generator/discriminator pairs, selected by name.
 
-Every model module defines `check_shape(image_shape)` (a one-line BenchError for shapes it cannot
-take), `generator(image_shape, z_dim)`, `discriminator(image_shape, batchnorm)` (raw scores of shape
-(B,)), `autoencoder(image_shape)` (BEGAN's discriminator: images in, reconstructions in [0, 1] out)
-and `encoder(image_shape, z_dim)` (the VAE's: images in, (mu, logvar) of shape (B, z_dim) each out,
-the discriminator's body without batch norm). Generators end in a sigmoid, so pixels are in [0, 1].
+Every model module defines
+- `check_shape(image_shape)`: a one-line BenchError for shapes it cannot take;
+- `generator(image_shape, z_dim)`: latents to images in [0, 1] (every generator ends in a sigmoid);
+- `discriminator(image_shape, batchnorm)`: images to raw scores of shape (B,);
+- `autoencoder(image_shape, batchnorm)`: BEGAN's discriminator, images to reconstructions in [0, 1];
+- `encoder(image_shape, z_dim, batchnorm)`: the VAE's, D's body then a linear layer, images to (mu, sigma) of shape
+  (B, z_dim) each, sigma = 1e-6 + softplus(·) > 0 as in compare_gan v1 (gans/VAE.py line 56);
+- `decoder(image_shape, z_dim)`: the VAE's generator;
+- `init_weights(net)`: the model's own initialisation, in place.
+`batchnorm` is the search's d_batchnorm: batch norm in D's hidden layers (and in the autoencoder's, where v1's BEGAN
+has it) or none. The functions return layers as PyTorch constructs them; `build` then applies the initialisation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import nn
 
 from bench import BenchError
 from bench.models import dcgan, infogan, mlp
+from bench.models.common import init_compare_gan, init_pytorch
 
 MODELS: dict[str, ModuleType] = {"mlp": mlp, "infogan": infogan, "dcgan": dcgan}
 
 # What sits in D's place: a critic scoring images, BEGAN's autoencoder, or the VAE's encoder.
 DiscriminatorKind = Literal["critic", "autoencoder", "encoder"]
+
+# "model": each model's own (infogan: compare_gan's, the paper's; dcgan: Radford et al.'s; mlp: PyTorch's);
+# "compare_gan": compare_gan v1's for any model (gans/ops.py); "pytorch": PyTorch's layer defaults.
+Init = Literal["model", "compare_gan", "pytorch"]
+INITS: tuple[str, ...] = get_args(Init)
+_INITIALISERS: dict[str, Callable[[nn.Module], None]] = {"compare_gan": init_compare_gan, "pytorch": init_pytorch}
 
 
 def names() -> list[str]:
@@ -33,15 +47,28 @@ def build(
     z_dim: int,
     discriminator: DiscriminatorKind = "critic",
     d_batchnorm: bool = True,
+    init: Init = "model",
 ) -> tuple[nn.Module, nn.Module]:
-    """Returns (generator, discriminator); `d_batchnorm` only applies to a critic."""
+    """Returns (generator, discriminator): for discriminator="encoder", the VAE's (decoder, encoder).
+
+    `d_batchnorm` applies to whichever network sits in D's place. The weights are drawn from torch's global
+    generator after construction, so torch.manual_seed fixes every one of them.
+    """
     if name not in MODELS:
         raise BenchError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    if init not in INITS:
+        raise BenchError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
     module = MODELS[name]
     module.check_shape(image_shape)
-    generator = module.generator(image_shape, z_dim)
+    initialise = module.init_weights if init == "model" else _INITIALISERS[init]
+    # G is initialised before D is constructed, so the global generator's draws come in the order they always did.
+    G = module.decoder(image_shape, z_dim) if discriminator == "encoder" else module.generator(image_shape, z_dim)
+    initialise(G)
     if discriminator == "autoencoder":
-        return generator, module.autoencoder(image_shape)
-    if discriminator == "encoder":
-        return generator, module.encoder(image_shape, z_dim)
-    return generator, module.discriminator(image_shape, d_batchnorm)
+        D = module.autoencoder(image_shape, d_batchnorm)
+    elif discriminator == "encoder":
+        D = module.encoder(image_shape, z_dim, d_batchnorm)
+    else:
+        D = module.discriminator(image_shape, d_batchnorm)
+    initialise(D)
+    return G, D

@@ -3,18 +3,21 @@
 G: FC to 4×4×(64·2^(k−1)) → BN → ReLU → k−1 × [deconv4×4 s2 halving the channels → BN → ReLU]
    → deconv4×4 s2 (c) → sigmoid.
 D: conv4×4 s2 (64) → lrelu → k−1 × [conv4×4 s2 doubling the channels → [BN] → lrelu] → FC 1.
-Weights are drawn as Radford et al. do: N(0, 0.02), batch-norm scales N(1, 0.02), biases 0.
+BEGAN's autoencoder: D's body → FC to a 64-d code → G's layers from the code, with [BN] in place of BN.
+The VAE's encoder: D's body → FC 2·z_dim → (mu, sigma); its decoder is G.
+[BN]: batch norm only when asked (the search's d_batchnorm). The model's own initialisation is Radford et al.'s:
+weights N(0, 0.02), batch-norm scales N(1, 0.02), biases 0.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from bench import BenchError
 from bench.models.common import GaussianEncoder
 
 BASE = 64
+CODE = 64  # BEGAN's code size, as in compare_gan v1 (gans/BEGAN.py line 72)
 
 
 def _depth(image_shape: tuple[int, int, int]) -> int:
@@ -28,16 +31,19 @@ def check_shape(image_shape: tuple[int, int, int]) -> None:
         raise BenchError(f"model dcgan: images must be square with a side of 4·2^k (8, 16, 32, 64, ...), got {h}×{w}")
 
 
-def _init(module: nn.Module) -> nn.Module:
-    # Drawn from the global generator after construction, so torch.manual_seed still fixes every weight.
-    for m in module.modules():
+def init_weights(net: nn.Module) -> None:
+    """Radford et al.'s initialisation, in place."""
+    for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, 0.02)
             nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
-    return module
+
+
+def _bn(channels: int, on: bool) -> nn.Module:
+    return nn.BatchNorm2d(channels) if on else nn.Identity()
 
 
 def _conv_body(c: int, k: int, batchnorm: bool) -> nn.Sequential:
@@ -45,18 +51,18 @@ def _conv_body(c: int, k: int, batchnorm: bool) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(c, BASE, 4, 2, 1), nn.LeakyReLU(0.2)]
     for i in range(1, k):
         channels = BASE * 2**i
-        layers += [nn.Conv2d(channels // 2, channels, 4, 2, 1),
-                   nn.BatchNorm2d(channels) if batchnorm else nn.Identity(), nn.LeakyReLU(0.2)]
+        layers += [nn.Conv2d(channels // 2, channels, 4, 2, 1), _bn(channels, batchnorm), nn.LeakyReLU(0.2)]
     return nn.Sequential(*layers, nn.Flatten())
 
 
-def _deconv_decoder(c: int, k: int, z_dim: int) -> nn.Sequential:
+def _deconv_decoder(c: int, k: int, features: int, batchnorm: bool) -> nn.Sequential:
+    """G's layers from `features` inputs; G always has batch norm, BEGAN's decoder only when asked."""
     top = BASE * 2 ** (k - 1)
-    layers: list[nn.Module] = [nn.Linear(z_dim, top * 4 * 4), nn.Unflatten(1, (top, 4, 4)), nn.BatchNorm2d(top),
+    layers: list[nn.Module] = [nn.Linear(features, top * 4 * 4), nn.Unflatten(1, (top, 4, 4)), _bn(top, batchnorm),
                                nn.ReLU()]
     for i in range(k - 1, 0, -1):
         channels = BASE * 2 ** (i - 1)
-        layers += [nn.ConvTranspose2d(channels * 2, channels, 4, 2, 1), nn.BatchNorm2d(channels), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(channels * 2, channels, 4, 2, 1), _bn(channels, batchnorm), nn.ReLU()]
     return nn.Sequential(*layers, nn.ConvTranspose2d(BASE, c, 4, 2, 1), nn.Sigmoid())
 
 
@@ -64,41 +70,27 @@ def _features(k: int) -> int:
     return BASE * 2 ** (k - 1) * 4 * 4
 
 
-class Discriminator(nn.Module):
-    def __init__(self, image_shape: tuple[int, int, int], batchnorm: bool):
-        super().__init__()
-        k = _depth(image_shape)
-        self.net = nn.Sequential(_conv_body(image_shape[0], k, batchnorm), nn.Linear(_features(k), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)
-
-
-class AutoEncoder(nn.Module):
-    """BEGAN's discriminator at the size of the DCGAN pair: D's body, a 64-d code, G's decoder."""
-
-    def __init__(self, image_shape: tuple[int, int, int], code: int = 64):
-        super().__init__()
-        c, k = image_shape[0], _depth(image_shape)
-        self.encoder = nn.Sequential(_conv_body(c, k, batchnorm=False), nn.Linear(_features(k), code))
-        self.decoder = _deconv_decoder(c, k, code)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-
 def generator(image_shape: tuple[int, int, int], z_dim: int) -> nn.Module:
-    return _init(_deconv_decoder(image_shape[0], _depth(image_shape), z_dim))
+    return _deconv_decoder(image_shape[0], _depth(image_shape), z_dim, batchnorm=True)
+
+
+def decoder(image_shape: tuple[int, int, int], z_dim: int) -> nn.Module:
+    """The VAE's decoder: G, which already uses ReLU like v1's VAE decoder."""
+    return generator(image_shape, z_dim)
 
 
 def discriminator(image_shape: tuple[int, int, int], batchnorm: bool) -> nn.Module:
-    return _init(Discriminator(image_shape, batchnorm))
-
-
-def autoencoder(image_shape: tuple[int, int, int]) -> nn.Module:
-    return _init(AutoEncoder(image_shape))
-
-
-def encoder(image_shape: tuple[int, int, int], z_dim: int) -> nn.Module:
     k = _depth(image_shape)
-    return _init(GaussianEncoder(_conv_body(image_shape[0], k, batchnorm=False), _features(k), z_dim))
+    return nn.Sequential(_conv_body(image_shape[0], k, batchnorm), nn.Linear(_features(k), 1),
+                         nn.Flatten(0))  # (B, 1) → (B,) scores
+
+
+def autoencoder(image_shape: tuple[int, int, int], batchnorm: bool) -> nn.Module:
+    c, k = image_shape[0], _depth(image_shape)
+    return nn.Sequential(_conv_body(c, k, batchnorm), nn.Linear(_features(k), CODE),
+                         _deconv_decoder(c, k, CODE, batchnorm))
+
+
+def encoder(image_shape: tuple[int, int, int], z_dim: int, batchnorm: bool) -> nn.Module:
+    k = _depth(image_shape)
+    return GaussianEncoder(_conv_body(image_shape[0], k, batchnorm), _features(k), z_dim)
