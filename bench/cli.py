@@ -107,14 +107,15 @@ def _updates(study, steps: int) -> list[tuple[int, int, int]]:
 
     values = set()
     for loss in study.losses:
-        if losses.get(loss).discriminator == "encoder":
+        spec = losses.get(study.base_loss(loss))
+        if spec.discriminator == "encoder":
             continue  # the VAE updates encoder and decoder together: n_disc does not apply
         space, fixed = distributions(study, loss), study.fixed_params(loss)
         if "n_disc" in space:
             d = space["n_disc"]
             values |= set(d.choices) if hasattr(d, "choices") else set(range(d.low, d.high + 1))
         else:
-            values.add(fixed.get("n_disc", losses.get(loss).defaults.get("n_disc", FALLBACK_DEFAULTS["n_disc"])))
+            values.add(fixed.get("n_disc", spec.defaults.get("n_disc", FALLBACK_DEFAULTS["n_disc"])))
         if study.defaults:  # the default sample may lie outside the space (WGAN's n_disc 5 in the narrow one)
             params, overrides = default_sample(study, loss)
             if "n_disc" in {**params, **overrides}:

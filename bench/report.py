@@ -61,15 +61,16 @@ def runs(results: pd.DataFrame, keys: list[str], params: Sequence[str] = (), sor
 
 
 def trial_scores(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per search trial: its protocol, status, best FID over evaluation steps (mean over the seeds that
-    have one; NaN when none has) and its parameters."""
+    """One row per search trial: its protocol, status, best FID over evaluation steps (the mean over its seeds; NaN
+    when a seed has none, as the runner's objective makes such a trial ineligible) and its parameters."""
     if "stage" in results:
         results = results[results["stage"] == "search"]
     results = with_protocol(results)
     params = [c for c in results.columns if c.startswith("param_")]
     per_seed = runs(results, ["dataset", "loss", "protocol", "trial", "seed"], params)
     return per_seed.groupby(["dataset", "loss", "protocol", "trial"]).agg(
-        best_fid=("best_fid", "mean"), diverged=("diverged", "any"), **{p: (p, "first") for p in params}
+        best_fid=("best_fid", lambda b: b.mean(skipna=False)), diverged=("diverged", "any"),
+        **{p: (p, "first") for p in params}
     ).reset_index()
 
 

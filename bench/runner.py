@@ -62,8 +62,9 @@ def distributions(study: Study, loss: str) -> dict[str, BaseDistribution]:
 
 
 def _sampler(study: Study, dataset: str, loss: str) -> optuna.samplers.BaseSampler:
-    # A seed per (dataset, loss) that does not change when other datasets or losses are added.
-    seed = (study.sampler.seed * 1_000_003 + zlib.crc32(f"{dataset}/{loss}".encode())) % 2**31
+    # A seed per (dataset, loss) that does not change when other datasets or losses are added; a variant draws its
+    # loss's samples, so the two compare pair by pair.
+    seed = (study.sampler.seed * 1_000_003 + zlib.crc32(f"{dataset}/{study.base_loss(loss)}".encode())) % 2**31
     if study.sampler.name == "grid":
         grid = {name: d.choices for name, d in distributions(study, loss).items()}
         return optuna.samplers.GridSampler(grid, seed=seed)
@@ -81,10 +82,13 @@ def default_sample(study: Study, loss: str) -> tuple[dict[str, Any], dict[str, A
     77-88, 111-113, 146-148). Values inside a searched distribution are Optuna params like any sample's; the others
     (outside the range, or different from a fixed value) are overrides, stored on the trial and applied as they
     are: the default sample is a fixed point, neither clamped nor dropped."""
-    spec = losses.get(loss)
-    space, own = distributions(study, loss), study.loss_defaults.get(loss, {})
+    spec = losses.get(study.base_loss(loss))
+    space, own = distributions(study, loss), study.default_overrides(loss)
+    variant = study.variants[loss].params if loss in study.variants else {}
     params, overrides = {}, {}
     for name in [*study.space(loss), *(n for n in own if n not in study.space(loss))]:
+        if name in variant:
+            continue  # a variant's fixed parameters hold for every sample, its default too
         value = own.get(name, spec.defaults.get(name, FALLBACK_DEFAULTS.get(name)))
         if value is None:
             continue  # no default: the sampler draws it
@@ -103,8 +107,8 @@ def default_sample(study: Study, loss: str) -> tuple[dict[str, Any], dict[str, A
 
 def planned_samples(study: Study, dataset: str, loss: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """The hyperparameter samples of one (dataset, loss) as (Optuna params, overrides), in order: the default first
-    (if asked), then the sampler's proposals. Drawn up front from a seeded sampler, so they are the same on every run and with
-    any number of workers. TPE proposes from finished trials, so only its default sample is planned."""
+    (if asked), then the sampler's proposals. Drawn up front from a seeded sampler, so they are the same on every run
+    and with any number of workers. TPE proposes from finished trials, so only its default sample is planned."""
     samples = [default_sample(study, loss)] if study.defaults else []
     if study.sampler.name == "tpe":
         return samples

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bench import BenchError, data, losses, models
 from bench.metrics import MetricsConfig
@@ -139,6 +140,19 @@ class Confirm(BaseModel):
         return list(range(self.first_seed, self.first_seed + self.runs))
 
 
+class Variant(BaseModel):
+    """A loss with some hyperparameters fixed, under a name of its own: `{loss: wgan, params: {optimizer: rmsprop}}`.
+
+    It draws the same hyperparameter samples as its loss would (its sampler is seeded by the loss, not the variant's
+    name), so a variant and its loss make a paired comparison: v1's Adam-vs-RMSProp experiment trained the same
+    100 WGAN tasks once with each optimizer (generate_tasks_lib.py lines 202-218)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: str
+    params: dict[str, Union[bool, int, float, str]] = Field(min_length=1)
+
+
 STAGES = ("search", "confirm")
 Stage = Literal["search", "confirm"]
 
@@ -196,6 +210,7 @@ class Study(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     datasets: list[str] = Field(min_length=1)
     dataset_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per dataset, its options")
+    variants: dict[str, Variant] = Field(default_factory=dict, description="named losses with fixed hyperparameters")
     losses: list[str] = Field(min_length=1)
     model: str = "mlp"
     model_per_dataset: dict[str, str] = Field(default_factory=dict)
@@ -228,10 +243,27 @@ class Study(BaseModel):
                 raise ValueError(f"[{i}] unknown dataset {name!r}; valid: {', '.join(data.names())}")
         return _distinct(names)
 
+    @field_validator("variants")
+    @classmethod
+    def _known_variants(cls, variants: dict[str, Variant]) -> dict[str, Variant]:
+        for name, variant in variants.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"{name}: a variant's name may use only letters, digits, '_', '.' and '-'")
+            if name in losses.LOSSES:
+                raise ValueError(f"{name}: already the name of a registered loss")
+            try:
+                losses.get(variant.loss)
+            except BenchError as error:
+                raise ValueError(f"{name}.loss: {error}") from None
+            _check_parameter_names(variant.params, prefix=f"{name}.params.")
+        return variants
+
     @field_validator("losses")
     @classmethod
-    def _known_losses(cls, names: list[str]) -> list[str]:
+    def _known_losses(cls, names: list[str], info: ValidationInfo) -> list[str]:
         for i, name in enumerate(names):
+            if name in (info.data.get("variants") or {}):
+                continue
             try:
                 losses.get(name)
             except BenchError as error:
@@ -262,6 +294,9 @@ class Study(BaseModel):
         for name in [self.model, *self.model_per_dataset.values()]:
             if name not in models.names():
                 raise ValueError(f"model: unknown model {name!r}; valid: {', '.join(models.names())}")
+        for name in self.variants:
+            if name not in self.losses:
+                raise ValueError(f"variants.{name}: not one of the study's losses")
         for field in ("model_per_dataset", "dataset_options"):
             for dataset in getattr(self, field):
                 if dataset not in self.datasets:
@@ -288,10 +323,12 @@ class Study(BaseModel):
         for dataset in self.datasets:  # each trial config must be valid: catch it now, not in a worker
             TrialConfig(**self.trial_fields(dataset, self.losses[0]), seed=self.seeds[0])
         for loss in self.losses:  # so must each fixed value and default sample
-            own = self.loss_search_space.get(loss, {})
-            fields = [(f"loss_search_space.{loss}.{n}" if n in own else f"search_space.{n}", n, v)
-                      for n, v in self.fixed_params(loss).items()]
-            fields += [(f"loss_defaults.{loss}.{n}", n, v) for n, v in self.loss_defaults.get(loss, {}).items()]
+            variant = self.variants[loss].params if loss in self.variants else {}
+            base, own = self.base_loss(loss), self.loss_search_space.get(loss, {})
+            fields = [(f"variants.{loss}.params.{n}" if n in variant else f"loss_search_space.{loss}.{n}" if n in own
+                       else f"loss_search_space.{base}.{n}" if n in self.loss_search_space.get(base, {})
+                       else f"search_space.{n}", n, v) for n, v in self.fixed_params(loss).items()]
+            fields += [(f"loss_defaults.{loss}.{n}", n, v) for n, v in self.default_overrides(loss).items()]
             for where, name, value in fields:
                 try:
                     TrialConfig(**self.trial_fields(self.datasets[0], loss), **{name: value}, seed=self.seeds[0])
@@ -299,9 +336,16 @@ class Study(BaseModel):
                     raise ValueError(f"{where}: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         return self
 
+    def base_loss(self, loss: str) -> str:
+        """The registered (or custom) loss a study loss trains: a variant's loss, else the name itself."""
+        return self.variants[loss].loss if loss in self.variants else loss
+
     def space(self, loss: str) -> dict[str, Param]:
-        """The search space of one loss: the shared space, extended and overridden by the loss's own."""
-        return {**self.search_space, **self.loss_search_space.get(loss, {})}
+        """The search space of one loss: the shared space, extended and overridden by the loss's own (a variant's:
+        its loss's, then its own), and a variant's fixed parameters over all of that."""
+        base = self.base_loss(loss)
+        space = {**self.search_space, **self.loss_search_space.get(base, {}), **self.loss_search_space.get(loss, {})}
+        return {**space, **(self.variants[loss].params if loss in self.variants else {})}
 
     def grid_size(self, loss: str) -> int:
         return math.prod(len(p.values) for p in self.space(loss).values() if isinstance(p, Distribution))
@@ -309,7 +353,7 @@ class Study(BaseModel):
     def trial_fields(self, dataset: str, loss: str) -> dict[str, Any]:
         """Everything of a TrialConfig except the sampled hyperparameters and the seed."""
         return {
-            "dataset": dataset, "dataset_options": self.dataset_options.get(dataset, {}), "loss": loss,
+            "dataset": dataset, "dataset_options": self.dataset_options.get(dataset, {}), "loss": self.base_loss(loss),
             "model": self.model_per_dataset.get(dataset, self.model),
             "image_size": self.image_size, "batch_size": self.batch_size, "z_dim": self.z_dim,
             "z_dist": self.z_dist, "init": self.init, "steps": self.budget.steps_for(dataset), "count": self.budget.count,
@@ -318,6 +362,10 @@ class Study(BaseModel):
 
     def fixed_params(self, loss: str) -> dict[str, Any]:
         return {k: v for k, v in self.space(loss).items() if not isinstance(v, Distribution)}
+
+    def default_overrides(self, loss: str) -> dict[str, Any]:
+        """`loss_defaults` of one loss: a variant's loss's, then the variant's own."""
+        return {**self.loss_defaults.get(self.base_loss(loss), {}), **self.loss_defaults.get(loss, {})}
 
     def plan(self, stage: str | None = None) -> list[Part]:
         """Every Optuna study of this study (of one stage if given), with its number of trials."""
@@ -359,7 +407,7 @@ def validation_message(error: ValidationError) -> str:
         index, _, message = message.partition("] ")
         parts.append(index[1:])
     head, sep, rest = message.partition(": ")
-    if sep and head.isidentifier() and parts:  # "low: must be > 0" names a sub-field
+    if sep and parts and all(p.isidentifier() for p in head.split(".")):  # "low: must be > 0" names a sub-field
         parts.append(head)
         message = rest
     path = ".".join(parts)

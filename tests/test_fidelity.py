@@ -300,3 +300,54 @@ def test_a_confirm_stage_can_confirm_another_studys_search(tmp_path, capsys):
     search = table[table["stage"] == "search"]
     assert (search.loc[search["trial"] > 0, "param_lr"] == 3e-3).all()  # its own search is its own
     assert (search.loc[search["trial"] == 0, "param_lr"] == 5e-5).all()  # the default sample: NS GAN's v1 lr
+
+
+def test_the_adam_vs_rmsprop_experiment_is_a_paired_study_file():
+    # v1 AdamVsRmsprop (generate_tasks_lib.py 202-218): the same WGAN tasks, once with each optimizer.
+    study = load_study("studies/adam_vs_rmsprop.yaml")
+    assert study.losses == ["wgan", "wgan_rmsprop"] and study.datasets == ["cifar10", "celeba"]
+    for dataset in study.datasets:
+        assert planned_samples(study, dataset, "wgan") == planned_samples(study, dataset, "wgan_rmsprop")
+    assert study.trial_fields("cifar10", "wgan_rmsprop")["loss"] == "wgan"
+    assert study.fixed_params("wgan_rmsprop") == {"optimizer": "rmsprop"} and study.fixed_params("wgan") == {}
+
+
+def test_a_variant_trains_its_loss_with_its_fixed_parameters(tmp_path):
+    import pandas as pd
+    import yaml
+
+    from bench.cli import main
+
+    study = _tiny("paired", losses=["wgan", "wgan_rmsprop"], budget={"samples": 2, "steps": 6, "count": "d_steps"},
+                  variants={"wgan_rmsprop": {"loss": "wgan", "params": {"optimizer": "rmsprop"}}})
+    path = tmp_path / "paired.yaml"
+    path.write_text(yaml.safe_dump(study))
+    assert main(["run", str(path), "--results", str(tmp_path / "r"), "--no-progress"]) == 0
+    table = pd.read_csv(tmp_path / "r" / "results.csv").set_index(["loss", "trial"])
+    assert (table.loc["wgan", "param_optimizer"] == "adam").all()
+    assert (table.loc["wgan_rmsprop", "param_optimizer"] == "rmsprop").all()
+    assert table.loc["wgan", "param_lr"].tolist() == table.loc["wgan_rmsprop", "param_lr"].tolist()  # paired
+    assert table.loc[("wgan_rmsprop", 0), "param_n_disc"] == 5  # WGAN's default sample, with RMSProp
+    assert not any(":" in p.name or "[" in p.name for p in (tmp_path / "r" / "trials").iterdir())
+
+
+@pytest.mark.parametrize("variants, losses, expected", [
+    ({"w2": {"loss": "nope", "params": {"optimizer": "rmsprop"}}}, ["w2"], "variants.w2.loss: unknown loss 'nope'"),
+    ({"w 2": {"loss": "wgan", "params": {"optimizer": "rmsprop"}}}, ["wgan"], "variants: w 2: a variant's name"),
+    ({"wgan_gp": {"loss": "wgan", "params": {"optimizer": "rmsprop"}}}, ["wgan_gp"], "already the name of a"),
+    ({"w2": {"loss": "wgan", "params": {"optimiser": "rmsprop"}}}, ["w2"], "w2.params.optimiser: unknown hyper"),
+    ({"w2": {"loss": "wgan", "params": {}}}, ["w2"], "variants.w2.params: Dictionary should have at least 1"),
+    ({"w2": {"loss": "wgan", "params": {"optimizer": "sgd"}}}, ["w2"],
+     "variants.w2.params.optimizer: Input should be 'adam' or 'rmsprop'"),
+    ({"w2": {"loss": "wgan", "params": {"optimizer": "rmsprop"}}}, ["wgan"], "variants.w2: not one of the study's"),
+])
+def test_bad_variants_are_named_in_one_line(tmp_path, capsys, variants, losses, expected):
+    import yaml
+
+    from bench.cli import main
+
+    path = tmp_path / "v.yaml"
+    path.write_text(yaml.safe_dump(_tiny("v", variants=variants, losses=losses)))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "\n" not in err

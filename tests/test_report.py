@@ -209,3 +209,14 @@ def test_the_plot_has_one_panel_per_dataset_and_protocol(tmp_path):
     panels = [(title[0], " ".join(title[1:])) for title in titles]
     assert sorted(panels) == sorted([("digits", paper), ("digits", domain), ("cifar10", paper)])
     assert "features: " in figure.get_suptitle()
+
+
+def test_a_trial_with_a_seed_without_fid_has_no_fid():
+    # With several seeds a trial scores the mean of their best FIDs; one seed that never had a finite FID leaves the
+    # trial without one (the runner's objective makes it ineligible too), so it counts in no_fid.
+    rows = [{"stage": "search", "dataset": "digits", "loss": "ns_gan", "trial": t, "seed": s, "step": 10,
+             "status": status, "fid": fid, "extractor": "x"}
+            for t, s, status, fid in [(0, 0, "completed", 5.0), (0, 1, "completed", 7.0),
+                                      (1, 0, "completed", 3.0), (1, 1, "diverged", np.nan)]]
+    table = summary(pd.DataFrame(rows)).iloc[0]
+    assert (table["trials"], table["no_fid"], table["best_fid"], table["best_trial"]) == (2, 1, 6.0, 0)
