@@ -9,6 +9,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -16,25 +17,18 @@ from bench import BenchError
 
 
 def _trial_config(args: argparse.Namespace):
-    import yaml
-
     from bench.trial import TrialConfig
 
     fields = {name: getattr(args, name) for name in (
         "dataset", "image_size", "model", "loss", "steps", "batch_size", "z_dim", "z_dist", "lr", "beta1", "beta2",
         "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k", "r1_gamma", "d_batchnorm", "optimizer", "init",
-        "count", "seed", "device", "amp")}
+        "count", "seed", "device", "threads", "amp")}
     if args.eval_every is not None:
         if args.eval_every < 1:
             raise BenchError(f"--eval-every: must be a positive number of steps, got {args.eval_every}")
         fields["eval_steps"] = sorted(set(range(args.eval_every, args.steps + 1, args.eval_every)) | {args.steps})
-    options = {}
-    for option in args.dataset_option:
-        key, sep, value = option.partition("=")
-        if not sep or not key:
-            raise BenchError(f"--dataset-option: expected KEY=VALUE, got {option!r}")
-        options[key] = yaml.safe_load(value)
-    fields["dataset_options"] = options
+    fields["dataset_options"] = _key_values(args.dataset_option, "--dataset-option")
+    fields["loss_params"] = _key_values(args.loss_param, "--loss-param")
     metrics = {"extractor": args.extractor, "num_samples": args.num_samples, "inception_weights": args.inception_weights}
     return TrialConfig(**{k: v for k, v in fields.items() if v is not None},
                        metrics={k: v for k, v in metrics.items() if v is not None})
@@ -43,15 +37,14 @@ def _trial_config(args: argparse.Namespace):
 def cmd_trial(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from bench.trial import run_trial
-
     from bench.prefetch import use_data_root
+    from bench.trial import folder_name, run_trial
 
     use_data_root(args.data_root)
     config = _trial_config(args)
     if args.out is None:
         digest = hashlib.sha1(json.dumps(config.resolved().model_dump(mode="json"), sort_keys=True).encode())
-        out = Path("results") / "trials" / f"{config.dataset}-{config.loss}-{digest.hexdigest()[:8]}"
+        out = Path("results") / "trials" / folder_name(f"{config.dataset}-{config.loss}-{digest.hexdigest()[:8]}")
     else:
         out = Path(args.out)
     result = run_trial(config, out, progress=not args.no_progress)
@@ -67,8 +60,11 @@ def cmd_losses(args: argparse.Namespace) -> int:
     from bench import losses
 
     for name in losses.names():
-        print(f"{name:10} {losses.get(name).description}")
-    print(f"{'MODULE:FN':10} a custom loss: imports the module and calls FN(real_scores, fake_scores)")
+        spec = losses.get(name)
+        defaults = ", ".join(f"{k} {v}" for k, v in spec.defaults.items())
+        print(f"{name:10} {spec.description}" + (f" (defaults: {defaults})" if defaults else ""))
+    print(f"{'MODULE:FN':10} a custom loss: imports the module and calls FN(real_scores, fake_scores, **its own "
+          "keyword arguments), which --loss-param sets")
     return 0
 
 
@@ -138,7 +134,7 @@ def _executor(study, args: argparse.Namespace):
 
     executor = study.executor
     if args.executor == "slurm" and not isinstance(executor, SlurmExecutor):
-        executor = SlurmExecutor(name="slurm", workers=args.workers or executor.workers)
+        executor = SlurmExecutor(name="slurm", workers=args.workers or executor.workers, cpus_per_task=study.threads)
     elif args.executor == "local" and not isinstance(executor, LocalExecutor):
         executor = LocalExecutor(workers=args.workers or 1)
     elif args.workers and isinstance(executor, SlurmExecutor):
@@ -196,8 +192,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_values(values: list[str], flag: str) -> dict[str, Any]:
+    """Repeated `flag KEY=VALUE` arguments as a dict, each value read as YAML (as a study file's would be)."""
+    import yaml
+
+    options = {}
+    for option in values:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise BenchError(f"{flag}: expected KEY=VALUE, got {option!r}")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
 def cmd_prefetch(args: argparse.Namespace) -> int:
     from bench import prefetch
+
+    named = bool(args.dataset) or args.inception
+    if (args.study is None) != named:
+        raise BenchError("prefetch: give either a study file or --dataset NAME / --inception"
+                         + (", not both" if named else ""))
+    if (args.dataset_option or args.image_size is not None) and not args.dataset:
+        raise BenchError("--dataset-option, --image-size: only with --dataset (a study sets its own)")
+    if args.study is None:
+        prefetch.use_data_root(args.data_root)
+        options = _key_values(args.dataset_option, "--dataset-option")
+        prefetch.fetch(args.dataset, options, args.image_size, args.inception)
+        print("everything is in place; `gan-bench trial` can use it offline")
+        return 0
     from bench.study import load_study
 
     study = load_study(Path(args.study))
@@ -245,96 +267,185 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+LOSS_DEFAULT = "default: the loss's, see `gan-bench losses`"
+DATA_ROOT_DEFAULT = "$GAN_BENCH_DATA, else ~/.cache/gan-bench/data"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: VALUE)" to every option that has a value by default. An option whose default is None (the
+    loss, the dataset or the study decides) says in its help what happens without it, rather than "(default:
+    None)"; a flag that is off unless given, or a repeatable option that starts empty, needs no default shown."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == []:  # not `in`: 0 == False
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _VersionAction(argparse.Action):
+    """--version: gan-bench's version and those of the libraries and Python that make its numbers, on one line.
+    They are imported only here, so that parsing and --help stay fast."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from bench.trial import versions
+
+        found = versions()
+        names = {"torch_fidelity": "torch-fidelity", "python": "Python"}
+        others = ", ".join(f"{names.get(name, name)} {version}" for name, version in found.items()
+                           if name != "gan_bench")
+        print(f"gan-bench {found['gan_bench']} ({others})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gan-bench", description=__doc__)
+    # allow_abbrev=False everywhere: argparse would otherwise take a prefix for the option it starts (`--worker 1`
+    # as `--workers 1`, `--n-dis` as `--n-disc`), so a typo would run a study other than the one meant.
+    options = {"allow_abbrev": False, "formatter_class": _HelpFormatter}
+    parser = argparse.ArgumentParser(prog="gan-bench", description=__doc__, **options)
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of gan-bench, torch, torchvision, torch-fidelity, optuna and Python")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    trial = sub.add_parser("trial", help="train and score one configuration")
-    trial.add_argument("--dataset", default="digits")
+    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description or summary, **options)
+
+    trial = command("trial", "train and score one configuration")
+    trial.add_argument("--dataset", default="digits", metavar="NAME",
+                       help="digits, polygons, mnist, fashion_mnist, cifar10, celeba or folder")
     trial.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                        help="a dataset option, e.g. path=/data/faces for --dataset folder (repeatable)")
     trial.add_argument("--loss", default="ns_gan", help="a name from `gan-bench losses`, or package.module:function")
-    trial.add_argument("--steps", type=int, default=500, help="training steps, counted as --count says")
+    trial.add_argument("--steps", type=int, default=500, metavar="N", help="training steps, counted as --count says")
     trial.add_argument("--count", choices=["g_steps", "d_steps"],
-                       help="what a step is: g_steps (default): n_disc D updates and one G update; d_steps (the "
-                            "paper's): one D update, with G updated on the first and every n_disc-th")
+                       help="what a step is: g_steps: n_disc D updates and one G update; d_steps (the paper's): one "
+                            "D update, with G updated on the first and every n_disc-th (default: g_steps)")
     trial.add_argument("--model", default="mlp", help="mlp, infogan or dcgan")
-    trial.add_argument("--image-size", type=int)
-    trial.add_argument("--batch-size", type=int)
-    trial.add_argument("--z-dim", type=int)
-    trial.add_argument("--z-dist", choices=["uniform", "normal"])
-    trial.add_argument("--lr", type=float)
-    trial.add_argument("--beta1", type=float)
-    trial.add_argument("--beta2", type=float)
-    trial.add_argument("--n-disc", type=int, help="discriminator steps per generator step")
-    trial.add_argument("--gp-lambda", type=float, help="WGAN-GP / DRAGAN penalty weight")
-    trial.add_argument("--clip", type=float, help="WGAN weight clipping bound")
-    trial.add_argument("--began-gamma", type=float)
-    trial.add_argument("--began-lambda-k", type=float)
-    trial.add_argument("--r1-gamma", type=float, help="R1 penalty weight (0: off)")
-    trial.add_argument("--d-batchnorm", action=argparse.BooleanOptionalAction, default=None)
-    trial.add_argument("--optimizer", choices=["adam", "rmsprop"], help="adam (default) or rmsprop (TF1's, as in the "
-                                                                        "paper's Adam-vs-RMSProp WGAN experiment)")
+    trial.add_argument("--image-size", type=int, metavar="N", help="square image side (default: the dataset's, e.g. "
+                                                                   "28 for mnist)")
+    trial.add_argument("--batch-size", type=int, metavar="N", help="images per batch (default: 64)")
+    trial.add_argument("--z-dim", type=int, metavar="N", help="latent dimension (default: 64)")
+    trial.add_argument("--z-dist", choices=["uniform", "normal"],
+                       help="latent distribution: U[-1, 1] or N(0, I) (default: uniform; the vae always uses normal)")
+    trial.add_argument("--lr", type=float, help=f"learning rate of both networks ({LOSS_DEFAULT})")
+    trial.add_argument("--beta1", type=float, help=f"Adam's beta1 ({LOSS_DEFAULT})")
+    trial.add_argument("--beta2", type=float, help=f"Adam's beta2 ({LOSS_DEFAULT})")
+    trial.add_argument("--n-disc", type=int, metavar="N", help=f"discriminator steps per generator step "
+                                                               f"({LOSS_DEFAULT})")
+    trial.add_argument("--gp-lambda", type=float, help=f"WGAN-GP / DRAGAN penalty weight ({LOSS_DEFAULT})")
+    trial.add_argument("--clip", type=float, help=f"WGAN weight clipping bound ({LOSS_DEFAULT})")
+    trial.add_argument("--began-gamma", type=float, help=f"BEGAN's diversity ratio gamma ({LOSS_DEFAULT})")
+    trial.add_argument("--began-lambda-k", type=float, help=f"BEGAN's learning rate of k ({LOSS_DEFAULT})")
+    trial.add_argument("--r1-gamma", type=float, help=f"R1 penalty weight, 0: off ({LOSS_DEFAULT})")
+    trial.add_argument("--d-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"batch norm in the discriminator ({LOSS_DEFAULT})")
+    trial.add_argument("--optimizer", choices=["adam", "rmsprop"],
+                       help=f"adam, or rmsprop as TF1 had it (the paper's Adam-vs-RMSProp WGAN experiment) "
+                            f"({LOSS_DEFAULT})")
     trial.add_argument("--init", choices=["model", "compare_gan", "pytorch"],
-                       help="weight initialisation: the model's own (default; infogan: compare_gan's), compare_gan "
-                            "v1's N(0, 0.02) and TF batch norm, or PyTorch's layer defaults")
-    trial.add_argument("--eval-every", type=int, help="score every N steps (default: at the last step only)")
-    trial.add_argument("--extractor", choices=["domain", "inception"])
-    trial.add_argument("--inception-weights", help="local weights file of torch-fidelity's inception-v3-compat")
-    trial.add_argument("--num-samples", type=int, help="generated samples per evaluation")
-    trial.add_argument("--seed", type=int, default=0)
-    trial.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+                       help="weight initialisation: the model's own (infogan: compare_gan's), compare_gan v1's "
+                            "N(0, 0.02) and TF batch norm, or PyTorch's layer defaults (default: model)")
+    trial.add_argument("--eval-every", type=int, metavar="N", help="score every N steps and at the last (default: at "
+                                                                   "the last step only)")
+    trial.add_argument("--extractor", choices=["domain", "inception"],
+                       help="features of FID and KID: a classifier trained on the dataset's labels, or torch-fidelity's"
+                            " Inception (fetch its weights with `gan-bench prefetch --inception`) (default: domain)")
+    trial.add_argument("--inception-weights", metavar="FILE",
+                       help="local weights file of torch-fidelity's inception-v3-compat (default: where `gan-bench "
+                            "prefetch --inception` puts it, under $GAN_BENCH_CACHE, else ~/.cache/gan-bench)")
+    trial.add_argument("--num-samples", type=int, metavar="N", help="generated samples per evaluation (default: 1000)")
+    trial.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
+                       help="a custom loss's own hyperparameter (one of its keyword arguments; repeatable)")
+    trial.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the batches and the latents")
+    trial.add_argument("--threads", type=int, metavar="N",
+                       help="torch's CPU threads (default: torch's own, all cores); results are bit-identical only "
+                            "at the same thread count")
+    trial.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda or cuda:N")
     trial.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (CUDA only)")
-    trial.add_argument("--data-root", help="raw datasets and their caches (default: $GAN_BENCH_DATA, else "
-                                           "~/.cache/gan-bench/data)")
-    trial.add_argument("--out", help="output folder (default: results/trials/DATASET-LOSS-CONFIGHASH)")
-    trial.add_argument("--no-progress", action="store_true")
+    trial.add_argument("--data-root", metavar="DIR", help=f"raw datasets and their caches (default: "
+                                                          f"{DATA_ROOT_DEFAULT})")
+    trial.add_argument("--out", metavar="DIR", help="output folder (default: results/trials/DATASET-LOSS-CONFIGHASH)")
+    trial.add_argument("--no-progress", action="store_true", help="no progress bar")
     trial.set_defaults(func=cmd_trial)
 
-    run = sub.add_parser("run", help="run (or continue) a study")
+    run = command("run", "run (or continue) a study")
     run.add_argument("study", help="a study YAML file")
-    run.add_argument("--workers", type=int, help="worker processes or SLURM array tasks (default: the study's "
-                                                 "executor.workers)")
-    run.add_argument("--results", help="results folder (default: results/STUDY_NAME)")
-    run.add_argument("--executor", choices=["local", "slurm"], help="override the study's executor")
+    run.add_argument("--workers", type=int, metavar="N", help="worker processes or SLURM array tasks (default: the "
+                                                              "study's executor.workers)")
+    run.add_argument("--results", metavar="DIR", help="results folder (default: results/STUDY_NAME)")
+    run.add_argument("--executor", choices=["local", "slurm"], help="run on this executor, with its defaults "
+                                                                    "(default: the study's)")
     run.add_argument("--detach", action="store_true", help="SLURM: submit and return; follow with `gan-bench status "
                                                            "RESULTS --wait`")
     run.add_argument("--stage", choices=["search", "confirm"], help="run one stage (default: all of the study's)")
-    run.add_argument("--data-root", help="raw datasets and their caches (default: the study's data_root, "
-                                         "else $GAN_BENCH_DATA, else ~/.cache/gan-bench/data)")
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--data-root", metavar="DIR", help=f"raw datasets and their caches (default: the study's "
+                                                        f"data_root, else {DATA_ROOT_DEFAULT})")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
-    fetch = sub.add_parser("prefetch", help="download datasets and Inception weights, build caches and real-data "
-                                            "features (on a machine with internet)")
-    fetch.add_argument("study", help="a study YAML file")
-    fetch.add_argument("--data-root", help="where to put the datasets (default as for run)")
+    fetch = command("prefetch", "download datasets and Inception weights (on a machine with internet)",
+                    "download datasets and Inception weights and build the caches and real-data features (on a machine "
+                    "with internet, so that others can run offline): those of a study, or those that --dataset and "
+                    "--inception name")
+    fetch.add_argument("study", nargs="?", help="a study YAML file: fetch everything it uses")
+    fetch.add_argument("--dataset", action="append", default=[], metavar="NAME",
+                       help="instead of a study: a dataset to fetch, with its domain extractor and real features "
+                            "where it has classes (repeatable)")
+    fetch.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="an option of every --dataset, as for `gan-bench trial` (repeatable)")
+    fetch.add_argument("--image-size", type=int, metavar="N", help="image side of the caches (default: each "
+                                                                   "dataset's)")
+    fetch.add_argument("--inception", action="store_true",
+                       help="instead of a study: torch-fidelity's Inception weights, where `gan-bench trial "
+                            "--extractor inception` looks for them")
+    fetch.add_argument("--data-root", metavar="DIR", help=f"where to put the datasets (default: the study's data_root, "
+                                                          f"else {DATA_ROOT_DEFAULT})")
     fetch.set_defaults(func=cmd_prefetch)
 
-    validate = sub.add_parser("validate", help="check a study file and print its plan")
-    validate.add_argument("study")
+    validate = command("validate", "check a study file and print its plan")
+    validate.add_argument("study", help="a study YAML file")
     validate.set_defaults(func=cmd_validate)
 
-    status = sub.add_parser("status", help="trials done / running / failed / diverged per (dataset, loss)")
-    status.add_argument("results_dir")
+    status = command("status", "trials done / running / failed / diverged per (dataset, loss)")
+    status.add_argument("results_dir", help="a study's results folder")
     status.add_argument("--wait", action="store_true", help="follow a detached SLURM run until its tasks end")
     status.set_defaults(func=cmd_status)
 
-    reporting = sub.add_parser("report", help="summary tables and the FID-vs-budget plot from results.csv")
-    reporting.add_argument("results_dir")
-    reporting.add_argument("--reference", type=Path, help="the paper's table as CSV (model, dataset, fid_mean, "
-                                                          "fid_std); default: results/reference/lucic2018_best_fid.csv")
+    reporting = command("report", "summary tables and the FID-vs-budget plot from results.csv")
+    reporting.add_argument("results_dir", help="a study's results folder")
+    reporting.add_argument("--reference", type=Path, metavar="CSV",
+                           help="the paper's table as CSV (model, dataset, fid_mean, fid_std) (default: "
+                                "reference/lucic2018_best_fid.csv beside the results folder, else gan-bench's own)")
     reporting.set_defaults(func=cmd_report)
 
-    listing = sub.add_parser("losses", help="list the registered losses")
+    listing = command("losses", "list the registered losses")
     listing.set_defaults(func=cmd_losses)
     return parser
+
+
+class Terminated(BaseException):
+    """SIGTERM (`kill PID`, a batch system), raised where the program is, so that it stops as a Ctrl-C does."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+# What an interrupted command leaves, for the one line it prints.
+RESUME = {
+    "run": "finished trials are saved and running ones go back to the queue; run the same command again to resume",
+    "trial": "its last checkpoint is kept; run the same command again to resume from it",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `gan-bench validate x.yaml | head` ends quietly
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except ValidationError as error:
@@ -343,6 +454,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gan-bench: error: {validation_message(error)}", file=sys.stderr)
     except BenchError as error:
         print(f"gan-bench: error: {error}", file=sys.stderr)
+    except (KeyboardInterrupt, Terminated) as stop:
+        name, code = ("SIGINT", 130) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", 143)
+        print(f"\ngan-bench: interrupted ({name}); {RESUME.get(args.command, 'nothing half-written is left')}",
+              file=sys.stderr)
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 2
 
 

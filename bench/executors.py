@@ -43,12 +43,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str], threads: int) -> None:
+def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str]) -> None:
     _die_with_parent()
+    # Ctrl-C reaches the whole process group: the driver alone decides how workers stop, so a Ctrl-C gives one line
+    # from the driver rather than a traceback from every worker. Its SIGTERM ends a worker between two Python
+    # operations (never inside a journal write), quietly: SystemExit is not reported by multiprocessing.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.update(env)
-    import torch
-
-    torch.set_num_threads(threads)
+    # Each trial sets torch's thread count itself (the study's `threads`), so that the worker count cannot change
+    # the order of float sums, hence the results.
     runner.work(Study.model_validate_json(study_json), Path(results_dir), stage)
 
 
@@ -131,21 +135,42 @@ def run_local(study: Study, results_dir: Path, stage: str = "search", workers: i
     executor = study.executor if isinstance(study.executor, LocalExecutor) else LocalExecutor()
     runner.prepare(study, results_dir, stage)
     environments = local_worker_environments(executor, visible_gpus(), workers)
-    gpus = any(environments)
-    threads = 1 if gpus else max(1, (os.cpu_count() or 1) // len(environments))
+    cores = os.cpu_count() or 1
+    if not any(environments) and len(environments) * study.threads > cores:
+        warnings.warn(f"{len(environments)} workers × threads {study.threads} > {cores} CPU cores: the workers will "
+                      "slow each other down (results stay the same); use fewer workers or threads")
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), stage, env, threads),
+    processes = [context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), stage, env),
                                  daemon=False) for env in environments]
     for process in processes:
         process.start()
     try:
         follow(study, results_dir, stage, lambda: any(p.is_alive() for p in processes), progress)
+    except BaseException:  # Ctrl-C or SIGTERM to the driver: stop the workers, give their trials back, save
+        _stop(processes)
+        storage = runner.open_storage(study, results_dir)
+        runner.requeue_running(study, storage, stage)
+        runner.write_results(study, storage, results_dir)
+        raise
     finally:
         for process in processes:
             process.join()
     broken = [p.exitcode for p in processes if p.exitcode]
     if broken:
         raise RuntimeError(f"{len(broken)} worker(s) exited with codes {broken}; re-run the command to continue")
+
+
+def _stop(processes: list[multiprocessing.Process], grace: float = 5.0) -> None:
+    """SIGTERM to every live worker, then SIGKILL to any still alive after `grace` seconds."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -196,9 +221,7 @@ class SlurmWorker:
 
     def __call__(self, study_json: str, results_dir: str, stage: str) -> int:
         import submitit
-        import torch
 
-        torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
         worker = submitit.JobEnvironment().job_id  # "<array job id>_<task id>", the same after a requeue
         return runner.work(Study.model_validate_json(study_json), Path(results_dir), stage, worker=worker)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -20,16 +21,37 @@ def cache_dir() -> Path:
     return path
 
 
+def _new_temporary(path: Path) -> Path:
+    """A new empty file beside `path` with the mode that `open(path, "w")` would give it.
+
+    Not tempfile.mkstemp: it creates files 0600, which the others of a group sharing a results or data folder cannot
+    read. Created with 0666, the file gets what the kernel gives any new file: 0666 less the umask (0644 under 022,
+    0664 under 002), or the directory's default ACL. The umask is never read: os.umask can only read it by setting
+    it, which for that moment changes it for every thread of the process (a file another thread creates then would
+    be world-writable), and a mode computed from it would override a default ACL.
+    """
+    for _ in range(tempfile.TMP_MAX):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # another writer's temporary file: draw another name, as mkstemp does
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary file name beside {path}")
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Writes `path` through `write(tmp)` into a temporary file beside it, then renames that over `path`: readers
+    see the old file or the new one, never a part, and a failure (or an interrupt) leaves the old one and no
+    temporary file. `write` must write into the file it is given (it keeps that file's mode), not replace it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _new_temporary(path)
     try:
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -13,7 +13,11 @@ so does the paper's VAE baseline, whose "discriminator" is its encoder.
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Literal, Mapping
 
@@ -132,6 +136,17 @@ def vae_loss(x: Tensor, reconstruction: Tensor, mu: Tensor, sigma: Tensor) -> tu
     return reconstruction_term.to(dtype), kl_term.to(dtype)
 
 
+# Every hyperparameter a study may search or a trial take; which of them a loss reads is LossSpec.hyperparameters.
+HYPERPARAMETERS = ("lr", "beta1", "beta2", "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k",
+                   "r1_gamma", "d_batchnorm", "optimizer")
+# Read by every loss: the optimiser's settings (RMSProp ignores the betas, as in the paper's code) and batch norm in
+# whatever sits in D's place.
+COMMON_HYPERPARAMETERS = ("lr", "beta1", "beta2", "optimizer", "d_batchnorm")
+# Where custom loss modules are imported from, besides the current folder: a study file's folder is added when the
+# study is loaded. An environment variable, so that worker processes and SLURM tasks find the same modules.
+LOSS_PATH_VARIABLE = "GAN_BENCH_LOSS_PATH"
+
+
 @dataclass(frozen=True)
 class LossSpec:
     name: str
@@ -143,6 +158,23 @@ class LossSpec:
     discriminator: DiscriminatorKind = "critic"  # what D is: a critic of raw scores, BEGAN's autoencoder, an encoder
     latent: Literal["uniform", "normal"] | None = None  # a latent distribution the loss requires, overriding z_dist
     defaults: Mapping[str, float | int | bool | str] = field(default_factory=dict)  # the authors' defaults
+    params: tuple[str, ...] = ()  # a custom loss's own hyperparameters: its keyword arguments with defaults
+
+    @property
+    def hyperparameters(self) -> tuple[str, ...]:
+        """Every hyperparameter this loss reads: a value given for any other would silently do nothing."""
+        names = list(COMMON_HYPERPARAMETERS)
+        if self.discriminator != "encoder":  # the VAE updates encoder and decoder together, once per step
+            names.append("n_disc")
+        if self.discriminator == "critic":
+            names.append("r1_gamma")
+        if self.penalty:
+            names.append("gp_lambda")
+        if self.weight_clip:
+            names.append("clip")
+        if self.discriminator == "autoencoder":
+            names += ["began_gamma", "began_lambda_k"]
+        return (*names, *self.params)
 
 
 def _defaults(**values: float | int | bool | str) -> Mapping[str, float | int | bool | str]:
@@ -216,11 +248,59 @@ def names() -> list[str]:
     return list(LOSSES)
 
 
+def users(hyperparameter: str) -> list[str]:
+    """The registered losses that read `hyperparameter`."""
+    return [name for name, spec in LOSSES.items() if hyperparameter in spec.hyperparameters]
+
+
+def unused_message(hyperparameter: str, loss: str) -> str:
+    """One line: `loss` does not read `hyperparameter`, and which losses do."""
+    using = users(hyperparameter)
+    return f"loss {loss} does not use {hyperparameter}" + (f"; losses that do: {', '.join(using)}" if using else "")
+
+
+def add_search_path(folder: Path) -> None:
+    """Lets custom losses be imported from `folder` (a study file's), in this process and the workers it starts."""
+    folders = [f for f in os.environ.get(LOSS_PATH_VARIABLE, "").split(os.pathsep) if f]
+    folder = str(Path(folder).resolve())
+    if folder not in folders:
+        os.environ[LOSS_PATH_VARIABLE] = os.pathsep.join([*folders, folder])
+
+
+def _import(module_name: str) -> object:
+    for folder in [os.getcwd(), *os.environ.get(LOSS_PATH_VARIABLE, "").split(os.pathsep)]:
+        if folder and folder not in sys.path:
+            sys.path.append(folder)
+    return importlib.import_module(module_name)
+
+
+def _custom_params(name: str, fn: Callable) -> dict[str, float | int | bool | str]:
+    """A custom loss's hyperparameters: the keyword arguments after (real, fake), each with a default."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return {}  # a builtin or C function: no introspectable hyperparameters
+    params = {}
+    for p in parameters[2:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty or not isinstance(p.default, (bool, int, float, str)):
+            raise UnknownLossError(f"custom loss {name!r}: parameter {p.name!r} needs a default of type bool, int, "
+                                   "float or str (a loss's hyperparameters are keyword arguments with defaults)")
+        if p.name in HYPERPARAMETERS:
+            raise UnknownLossError(f"custom loss {name!r}: parameter {p.name!r} is one of gan-bench's own "
+                                   "hyperparameters; rename it")
+        params[p.name] = p.default
+    return params
+
+
 def get(name: str) -> LossSpec:
     """The registered loss `name`, or a custom loss given as `package.module:function`.
 
-    A custom name imports that module and will run that function during training, so only pass code
-    you trust. The function must map (real, fake) raw scores to (d_loss, g_loss) like the built-ins.
+    A custom name imports that module (from the current folder, a loaded study file's folder, $GAN_BENCH_LOSS_PATH or
+    the installed packages) and will run that function during training, so only pass code you trust. The function
+    maps (real, fake) raw scores to (d_loss, g_loss) like the built-ins; keyword arguments with defaults after those
+    two are its own hyperparameters, which a trial sets and a study may search.
     """
     if name in LOSSES:
         return LOSSES[name]
@@ -230,14 +310,17 @@ def get(name: str) -> LossSpec:
     if not module_name or not attr:
         raise UnknownLossError(f"custom loss {name!r} must be written package.module:function")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
+        module = _import(module_name)
+    except Exception as exc:  # ImportError, or whatever the module raises as it is imported
         # Collapse whitespace: the CLI shows exactly one line.
-        reason = " ".join(str(exc).split())
-        raise UnknownLossError(f"custom loss {name!r}: cannot import {module_name!r} ({reason})") from exc
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise UnknownLossError(f"custom loss {name!r}: cannot import {module_name!r} ({reason}); custom losses are "
+                               "imported from the current folder, the study file's folder and "
+                               f"${LOSS_PATH_VARIABLE}") from exc
     if not hasattr(module, attr):
         raise UnknownLossError(f"custom loss {name!r}: module {module_name!r} has no attribute {attr!r}")
     fn = getattr(module, attr)
     if not callable(fn):
         raise UnknownLossError(f"custom loss {name!r}: {attr!r} in {module_name!r} is not callable")
-    return LossSpec(name, fn, f"custom loss {name}")
+    params = _custom_params(name, fn)
+    return LossSpec(name, fn, f"custom loss {name}", defaults=_defaults(**params), params=tuple(params))

@@ -252,10 +252,14 @@ class Scorer:
         else:
             weights = inception_weights_path(config)
             if not weights.is_file():
-                raise BenchError(
-                    f"metrics.inception_weights: Inception weights file {weights} not found; fetch it with "
-                    f"`gan-bench prefetch STUDY.yaml` on a machine with internet (or download {INCEPTION_FILE} "
-                    "by hand and point metrics.inception_weights at it), or use metrics.extractor: domain")
+                # `gan-bench prefetch --inception` fetches the default file only.
+                fetch = (f"fetch it with `gan-bench prefetch --inception` on a machine with internet (or download "
+                         f"{INCEPTION_FILE} by hand and point metrics.inception_weights at it)"
+                         if config.inception_weights is None else
+                         f"download {INCEPTION_FILE} there by hand, or leave metrics.inception_weights (trial: "
+                         "--inception-weights) unset to use the one `gan-bench prefetch --inception` fetches")
+                raise BenchError(f"metrics.inception_weights: Inception weights file {weights} not found; {fetch}; "
+                                 "or use metrics.extractor: domain")
             self.weights_path = weights
             self.extractor_name = INCEPTION_EXTRACTOR
             self.extractor_id = INCEPTION_EXTRACTOR

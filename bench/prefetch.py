@@ -2,21 +2,24 @@
 weights, the domain feature extractors and the real-data features.
 
 `gan-bench prefetch STUDY.yaml` fetches it all on a machine with internet (a cluster's login node), so
-that compute nodes without internet can run the study. `gan-bench run` first lists whatever is missing
-— and fails, before any trial starts, naming it and this command — then builds the rest (caches,
-extractors, real features) once in the driver, so that workers do not all build them at the same time.
+that compute nodes without internet can run the study; `gan-bench prefetch --dataset NAME [--inception]`
+does the same for datasets and weights named on the command line, as `gan-bench trial` uses them.
+`gan-bench run` first lists whatever is missing — and fails, before any trial starts, naming it and the
+command that fetches it — then builds the rest (caches, extractors, real features) once in the driver, so
+that workers do not all build them at the same time.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from bench import BenchError, data
-from bench.metrics import INCEPTION_FILE, Scorer, inception_weights_path
+from bench.metrics import INCEPTION_FILE, MetricsConfig, Scorer, inception_weights_path
 from bench.study import Study
 from bench.trial import resolve_device
 
@@ -47,12 +50,23 @@ def missing(study: Study) -> list[str]:
     return problems
 
 
+def command(*words: str) -> str:
+    """The `gan-bench prefetch` command line with these arguments that fetches into this process's data root.
+
+    --data-root is named whenever the root is not the default one: `use_data_root` passes a `--data-root` or a
+    study's `data_root` on through $GAN_BENCH_DATA, and a hint printed on a compute node is run on a login node,
+    whose environment may differ.
+    """
+    root = os.environ.get("GAN_BENCH_DATA")
+    return shlex.join(["gan-bench", "prefetch", *words, *(["--data-root", root] if root else [])])
+
+
 def check(study: Study, study_path: Path | str) -> None:
     """Raises one line naming everything missing and the command that fetches it."""
     problems = missing(study)
     if problems:
         raise BenchError(f"missing before any trial can start: {'; '.join(problems)} — fetch with "
-                         f"`gan-bench prefetch {study_path}` on a machine with internet")
+                         f"`{command(str(study_path))}` on a machine with internet")
 
 
 def download_inception_weights(path: Path) -> None:
@@ -65,21 +79,55 @@ def download_inception_weights(path: Path) -> None:
                          f"{' '.join(str(error).split())}") from None
 
 
+def _inception_weights(path: Path, download: bool, log: Callable[[str], None]) -> None:
+    if not path.is_file():
+        if not download:
+            raise BenchError(f"Inception weights {path} not found")
+        log(f"downloading the Inception weights to {path}")
+        download_inception_weights(path)
+
+
+def _load_dataset(name: str, size: int | None, options: dict[str, Any], download: bool,
+                  log: Callable[[str], None]) -> data.Dataset:
+    """The dataset's raw files (downloaded if `download` and missing) and its uint8 cache."""
+    dataset = data.fetch(name, size, **options) if download else data.load(name, size, **options)
+    log(f"{name}: {len(dataset.train)} train and {len(dataset.test)} test images at "
+        f"{'×'.join(map(str, dataset.image_shape))} (data root {data.data_root()})")
+    return dataset
+
+
+def _real_features(scorer: Scorer, log: Callable[[str], None]) -> None:
+    """The scorer's feature extractor (a domain one is trained here on first use) and its real-data features."""
+    scorer.cache_real_features()
+    log(f"{scorer.dataset.name}: real-data features cached for extractor {scorer.extractor_id}")
+
+
 def prepare(study: Study, download: bool, log: Callable[[str], None] = print) -> None:
     """Builds every dataset cache, domain extractor and real-feature cache the study uses; with `download`, first
     fetches what is missing (datasets through torchvision with its checksums, the Inception weights)."""
     device = resolve_device(study.device)
-    weights = inception_weights_path(study.metrics)
-    if study.metrics.extractor == "inception" and not weights.is_file():
-        if not download:
-            raise BenchError(f"Inception weights {weights} not found")
-        log(f"downloading the Inception weights to {weights}")
-        download_inception_weights(weights)
+    if study.metrics.extractor == "inception":
+        _inception_weights(inception_weights_path(study.metrics), download, log)
     for name in study.datasets:
-        size, options = image_size(study, name), study.dataset_options.get(name, {})
-        dataset = data.fetch(name, size, **options) if download else data.load(name, size, **options)
-        log(f"{name}: {len(dataset.train)} train and {len(dataset.test)} test images at "
-            f"{'×'.join(map(str, dataset.image_shape))} (data root {data.data_root()})")
-        scorer = Scorer(study.metrics, dataset, device)
-        scorer.cache_real_features()
-        log(f"{name}: real-data features cached for extractor {scorer.extractor_id}")
+        dataset = _load_dataset(name, image_size(study, name), study.dataset_options.get(name, {}), download, log)
+        _real_features(Scorer(study.metrics, dataset, device), log)
+
+
+def fetch(datasets: list[str], options: dict[str, Any], size: int | None, inception: bool,
+          log: Callable[[str], None] = print) -> None:
+    """`gan-bench prefetch --dataset NAME … [--inception]`: downloads the datasets (each with the same options, at
+    `size` or its default size) and builds what `gan-bench trial` would otherwise build on first use: their caches
+    and, for a dataset with classes, the domain extractor and the real features of the trial's default metrics;
+    with `inception`, downloads torch-fidelity's Inception weights to the default path."""
+    for name in datasets:  # unknown names and options fail here, before anything is downloaded
+        data.check_options(name, options)
+    metrics = MetricsConfig()
+    if inception:
+        _inception_weights(inception_weights_path(metrics), True, log)
+    device = resolve_device("auto")
+    for name in dict.fromkeys(datasets):  # each once, in the order given
+        dataset = _load_dataset(name, size, options, True, log)
+        if dataset.num_classes >= 2:  # the domain extractor is a classifier: celeba, without classes, has none
+            _real_features(Scorer(metrics, dataset, device), log)
+        else:
+            log(f"{name}: no class labels, so no domain feature extractor (score it with --extractor inception)")

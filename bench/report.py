@@ -5,14 +5,15 @@ dataset)'s best configuration over many seeds — beside the paper's own numbers
 
 Every score is keyed by its protocol (feature extractor and its weights, resize, real split and sample counts): FIDs
 of different protocols are not comparable, so they never share a row, a curve or a column unlabelled. Runs without
-any finite FID are counted, never dropped."""
+any finite FID are counted, never dropped. Trials a pruner stopped are counted apart and left out of every FID
+statistic: their FID is of a shorter training."""
 
 from __future__ import annotations
 
 import math
 import textwrap
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from matplotlib.figure import Figure  # a bare Figure: no pyplot state or backend, nothing to close
 from matplotlib.ticker import MaxNLocator
@@ -52,17 +53,23 @@ def protocol_extractor(protocol: str) -> str:
     return protocol.split()[0].split("@")[0]
 
 
+def _has(status: str) -> Callable[[pd.Series], bool]:
+    return lambda statuses: bool((statuses == status).any())
+
+
 def runs(results: pd.DataFrame, keys: list[str], params: Sequence[str] = (), sort: bool = True) -> pd.DataFrame:
     """One row per run (one seed of one trial): its best FID over the evaluations (the paper's rule; NaN when it
-    never had a finite one), whether it diverged, and the first value of each column in `params`."""
+    never had a finite one), whether it diverged, collapsed or was pruned, and the first value of each column in
+    `params`."""
     return results.groupby(keys, sort=sort).agg(
-        best_fid=("fid", "min"), diverged=("status", lambda s: bool((s == "diverged").any())),
-        **{p: (p, "first") for p in params})
+        best_fid=("fid", "min"), diverged=("status", _has("diverged")), collapsed=("status", _has("collapsed")),
+        pruned=("status", _has("pruned")), **{p: (p, "first") for p in params})
 
 
 def trial_scores(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per search trial: its protocol, status, best FID over evaluation steps (the mean over its seeds; NaN
-    when a seed has none, as the runner's objective makes such a trial ineligible) and its parameters."""
+    """One row per search trial: its protocol, whether it diverged, collapsed or was pruned, best FID over evaluation
+    steps (the mean over its seeds; NaN when a seed has none, as the runner's objective makes such a trial
+    ineligible) and its parameters."""
     if "stage" in results:
         results = results[results["stage"] == "search"]
     results = with_protocol(results)
@@ -70,7 +77,7 @@ def trial_scores(results: pd.DataFrame) -> pd.DataFrame:
     per_seed = runs(results, ["dataset", "loss", "protocol", "trial", "seed"], params)
     return per_seed.groupby(["dataset", "loss", "protocol", "trial"]).agg(
         best_fid=("best_fid", lambda b: b.mean(skipna=False)), diverged=("diverged", "any"),
-        **{p: (p, "first") for p in params}
+        collapsed=("collapsed", "any"), pruned=("pruned", "any"), **{p: (p, "first") for p in params}
     ).reset_index()
 
 
@@ -79,18 +86,25 @@ def _finite(values: pd.Series) -> pd.Series:
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, loss, protocol): trials done, how many have no finite FID (`no_fid`), best and median FID of
-    those that have one, the best trial's hyperparameters, share diverged."""
+    """Per (dataset, loss, protocol): trials done (`trials`: trained until their budget or their own failure ended
+    them), how many a pruner stopped (`pruned`), how many have no finite FID (`no_fid`), best and median FID of those
+    that have one, the best trial's hyperparameters, the shares that diverged and that collapsed.
+
+    Pruned trials are counted in their own column and left out of everything else: their FID is of a shorter
+    training, so it would compare unequal compute (and a pruner stops the trials that look worse, so the statistics
+    describe the trials it kept)."""
     trials = trial_scores(results)
     rows = []
     for (dataset, loss, protocol), group in trials.groupby(["dataset", "loss", "protocol"], sort=False):
-        scored = group.loc[_finite(group["best_fid"]).index]
+        done = group[~group["pruned"]]
+        scored = done.loc[_finite(done["best_fid"]).index]
         best = scored.loc[scored["best_fid"].idxmin()] if len(scored) else None
         rows.append({
-            "dataset": dataset, "loss": loss, "trials": len(group), "no_fid": len(group) - len(scored),
+            "dataset": dataset, "loss": loss, "trials": len(done), "pruned": len(group) - len(done),
+            "no_fid": len(done) - len(scored),
             "best_fid": best["best_fid"] if best is not None else np.nan,
             "median_fid": scored["best_fid"].median() if len(scored) else np.nan,
-            "diverged_share": group["diverged"].mean(),
+            "diverged_share": done["diverged"].mean(), "collapsed_share": done["collapsed"].mean(),
             "best_trial": int(best["trial"]) if best is not None else None,
             "best_params": ", ".join(f"{c.removeprefix('param_')}={best[c]:.4g}" if isinstance(best[c], float)
                                      else f"{c.removeprefix('param_')}={best[c]}"
@@ -123,7 +137,9 @@ def min_fid_bootstrap(fids: np.ndarray, max_budget: int, resamples: int = 2000,
 def plot_fid_vs_budget(results: pd.DataFrame, path: Path) -> Figure:
     """The paper's figure from the search stage, one panel per (dataset, protocol): per loss, the bootstrap median
     and 95 % band of the minimum FID over k samples, trials without FID counted as worse than any (where the
-    median or a band edge is +inf nothing is drawn). Writes `path` and returns the figure."""
+    median or a band edge is +inf nothing is drawn). Pruned trials are left out (the legend says how many): their
+    FID is of a shorter training, and the figure compares losses at equal compute per sample. Writes `path` and
+    returns the figure."""
     trials = trial_scores(results)
     panels = list(dict.fromkeys(zip(trials["dataset"], trials["protocol"])))
     columns = min(len(panels), PANELS_PER_ROW)
@@ -134,11 +150,13 @@ def plot_fid_vs_budget(results: pd.DataFrame, path: Path) -> Figure:
     for ax, (dataset, protocol) in zip(axes, panels):
         panel = trials[(trials["dataset"] == dataset) & (trials["protocol"] == protocol)]
         for loss, group in panel.groupby("loss", sort=False):
-            fids = group["best_fid"].to_numpy(dtype=float)
-            n, without = len(fids), int((~np.isfinite(fids)).sum())
+            fids = group.loc[~group["pruned"], "best_fid"].to_numpy(dtype=float)
+            n, without, pruned = len(fids), int((~np.isfinite(fids)).sum()), int(group["pruned"].sum())
             median, low, high = min_fid_bootstrap(fids, n)
             k = np.arange(1, n + 1)
-            label = f"{loss} ({without} of {n} without FID)" if without else loss
+            notes = ([f"{without} of {n} without FID"] if without else []) + (
+                [f"{pruned} pruned, left out"] if pruned else [])
+            label = f"{loss} ({'; '.join(notes)})" if notes else loss
             ax.plot(k, median, marker="o", markersize=3, label=label)
             ax.fill_between(k, low, high, alpha=0.2)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -180,7 +198,8 @@ def read_reference(path: Path) -> pd.DataFrame:
 
 def confirm_table(results: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame:
     """Per (loss, dataset, protocol) of the confirm stage: mean ± std (ddof 1) of the best FID of every run that has
-    a finite one, diverged or not; the runs, how many diverged, how many have no finite FID (`no_fid`: counted,
+    a finite one, diverged, collapsed or not; the runs, how many diverged and collapsed, how many have no finite FID
+    (`no_fid`: counted,
     left out of mean ± std); the paper's mean ± std, and `differs`: whether the two differ by more than their
     error bars together (|ours − paper| > std_ours + std_paper).
 
@@ -194,9 +213,9 @@ def confirm_table(results: pd.DataFrame, reference: pd.DataFrame | None) -> pd.D
         scored = _finite(group["best_fid"])
         rows.append({"loss": loss, "dataset": dataset, "protocol": protocol, "fid_mean": scored.mean(),
                      "fid_std": scored.std(ddof=1), "runs": len(group), "diverged": int(group["diverged"].sum()),
-                     "no_fid": len(group) - len(scored)})
+                     "collapsed": int(group["collapsed"].sum()), "no_fid": len(group) - len(scored)})
     table = pd.DataFrame(rows, columns=["loss", "dataset", "protocol", "fid_mean", "fid_std", "runs", "diverged",
-                                        "no_fid"])
+                                        "collapsed", "no_fid"])
     if reference is None:
         reference = pd.DataFrame(columns=["model", "dataset", "fid_mean", "fid_std"])
     paper = reference.rename(columns={"model": "loss", "fid_mean": "paper_mean", "fid_std": "paper_std"})
@@ -211,9 +230,11 @@ def _cell(mean: float, std: float) -> str:
 
 
 def _ours(row: pd.Series) -> str:
-    """Our mean ± std with the runs behind it: n scored, and the diverged and FID-less runs when there are any."""
+    """Our mean ± std with the runs behind it: n scored, and the diverged, collapsed and FID-less runs when there are
+    any."""
     counts = [f"n={row['runs'] - row['no_fid']}"]
     others = ([f"{row['diverged']} diverged"] if row["diverged"] else []) + (
+        [f"{row['collapsed']} collapsed"] if row["collapsed"] else []) + (
         [f"{row['no_fid']} without FID"] if row["no_fid"] else [])
     if others:
         counts.append(", ".join(others))
@@ -252,8 +273,9 @@ def confirm_markdown(table: pd.DataFrame) -> str:
         "a different scale and only the ranking of models can be compared." for p in foreign))
     return ("Best FID of each model's best configuration, mean ± std over seeds. n: runs with a finite best FID, "
             "including runs that diverged after an evaluation (their best earlier FID counts, as in the paper's "
-            "code); diverged: runs whose loss became non-finite; without FID: runs that never had a finite FID "
-            "(counted, left out of mean ± std). ⚑: |ours − paper| exceeds the two error bars together.\n\n"
+            "code); diverged: runs whose loss became non-finite; collapsed: runs stopped because their samples "
+            "no longer varied or D's loss ran away (their best FID counts too); without FID: runs that never had a "
+            "finite FID (counted, left out of mean ± std). ⚑: |ours − paper| exceeds the two error bars together.\n\n"
             + "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n")
 
 

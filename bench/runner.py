@@ -27,11 +27,10 @@ from bench import BenchError, losses
 from bench.io import atomic_write_text
 from bench.metrics import protocol_id
 from bench.study import STAGES, Distribution, Part, Study
-from bench.trial import FALLBACK_DEFAULTS, TrialConfig, run_trial
+from bench.trial import FALLBACK_DEFAULTS, TrialConfig, folder_name, run_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-FINISHED = ("completed", "diverged", "failed")
 
 
 def optuna_name(study: Study, part: Part) -> str:
@@ -148,7 +147,7 @@ def best_configuration(study: Study, storage: optuna.storages.BaseStorage, datas
     candidates = []
     for trial in ostudy.get_trials(deepcopy=False):
         runs = trial.user_attrs.get("runs")
-        if not runs:  # failed, interrupted or not run yet
+        if not runs or trial.user_attrs.get("status") == "pruned":  # failed, interrupted, not run, or trained less
             continue
         bests = [run_best_fid(run["rows"]) for run in runs]
         if all(math.isfinite(b) for b in bests):
@@ -201,7 +200,7 @@ def check_confirm_source(study: Study) -> None:
 
 # Study fields that decide what a trial trains and how it is scored: a confirm stage may take its configurations
 # only from a search that agrees on all of them.
-TRIAL_DEFINING = ("model", "model_per_dataset", "image_size", "batch_size", "z_dim", "z_dist", "init",
+TRIAL_DEFINING = ("model", "model_per_dataset", "image_size", "batch_size", "z_dim", "z_dist", "init", "threads",
                   "dataset_options", "budget.steps", "budget.count", "budget.eval_every", "budget.evaluations",
                   "metrics")
 
@@ -268,12 +267,22 @@ def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.st
                 ostudy.set_user_attr("skipped", "no search trial with a finite FID")
             for params, attrs in planned:
                 ostudy.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
-            continue
-        for trial in trials:
-            # No worker runs while the driver prepares, so a RUNNING trial belongs to a process that died.
-            if trial.state == TrialState.RUNNING:
-                _requeue(storage, ostudy, trial)
+    # No worker runs while the driver prepares, so a RUNNING trial belongs to a process that died.
+    requeue_running(study, storage, stage)
     return storage
+
+
+def requeue_running(study: Study, storage: optuna.storages.BaseStorage, stage: str) -> int:
+    """Puts every trial of the stage left RUNNING back in the queue (its worker is gone); returns how many."""
+    requeued, existing = 0, _existing(storage)
+    for part in study.plan(stage):
+        if optuna_name(study, part) not in existing:
+            continue
+        ostudy = optuna.load_study(study_name=optuna_name(study, part), storage=storage)
+        for trial in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            _requeue(storage, ostudy, trial)
+            requeued += 1
+    return requeued
 
 
 def _requeue(storage: optuna.storages.BaseStorage, ostudy: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -320,7 +329,8 @@ def claim(study: Study, storage: optuna.storages.BaseStorage, results_dir: Path,
         candidates = []
         for part in study.plan(stage):
             ostudy = optuna.load_study(study_name=optuna_name(study, part), storage=storage,
-                                       sampler=_sampler(study, part.dataset, part.loss))
+                                       sampler=_sampler(study, part.dataset, part.loss),
+                                       pruner=study.pruner.make_pruner(study.budget.steps_for(part.dataset)))
             trials = ostudy.get_trials(deepcopy=False)
             waiting = any(t.state == TrialState.WAITING for t in trials)
             taken = _samples_taken([t for t in trials if t.state != TrialState.WAITING])
@@ -343,14 +353,20 @@ def claim(study: Study, storage: optuna.storages.BaseStorage, results_dir: Path,
 
 
 def trial_dir(results_dir: Path, part: Part, sample: int, seed: int) -> Path:
+    loss = folder_name(part.loss)
     if part.stage == "search":
-        return results_dir / "trials" / f"{part.dataset}-{part.loss}-{sample:04d}-seed{seed}"
-    return results_dir / "trials" / part.stage / f"{part.dataset}-{part.loss}-seed{seed}"
+        return results_dir / "trials" / f"{part.dataset}-{loss}-{sample:04d}-seed{seed}"
+    return results_dir / "trials" / part.stage / f"{part.dataset}-{loss}-seed{seed}"
 
 
 def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial) -> None:
     """Trains the claimed sample once per seed (a confirm trial: its one seed) and records everything on the
-    Optuna trial."""
+    Optuna trial: each evaluation's FID as an intermediate value at its step, as it happens (the dashboard's curve,
+    and what a pruner decides on), then the runs, the status and the objective.
+
+    With a pruner (study `pruner`; search stage only), a trial it stops is told to Optuna as PRUNED, with status
+    "pruned" and its runs so far: finished, never run again, and kept apart from the trials that trained to the end.
+    A run that diverged or collapsed after a finite FID keeps its best one, as the paper's rule has it."""
     dataset, loss = part.dataset, part.loss
     sample = trial.user_attrs["sample"]
     if "config" in trial.user_attrs:
@@ -358,28 +374,50 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
     else:
         params = {**study.fixed_params(loss), **trial.user_attrs.get("overrides", {}), **trial.params}
     seeds = [trial.user_attrs["seed"]] if "seed" in trial.user_attrs else study.seeds
+    # Only the search stage prunes: the confirm stage re-trains one configuration with many seeds, and pruning some
+    # would bias its mean ± std. The study's pruner decides, not whether trial.study has one: optuna.load_study
+    # gives every study a MedianPruner unless told otherwise.
+    pruning = study.pruner.name != "none" and part.stage == "search"
+    steps = study.budget.steps_for(dataset)
+
+    def report(step: int, row: dict[str, Any]) -> None:
+        trial.report(row["fid"], step)
+        # At the last step pruning would save nothing, only hide a fully trained run's FID.
+        if pruning and step < steps and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}")  # run_trial stops and returns status "pruned"
+
     runs = []
     started = time.time()
     try:
-        for seed in seeds:
-            config = TrialConfig(**study.trial_fields(dataset, loss), **params, seed=seed)
+        for i, seed in enumerate(seeds):
+            config = TrialConfig.from_params(study.trial_fields(dataset, loss), params, seed)
             out = trial_dir(results_dir, part, sample, seed)
-            result = run_trial(config, out)
+            # Optuna keeps one intermediate value per step, so a trial with several seeds reports (and is pruned on)
+            # its first seed's curve. A resumed run replays its earlier rows first, to what is then a fresh trial
+            # (prepare or release requeued it), so each step is reported once.
+            result = run_trial(config, out, on_evaluation=report if i == 0 else None)
             runs.append({"seed": seed, "status": result.status, "rows": result.rows, "extractor": result.extractor,
                          "protocol": result.protocol,
                          "steps_done": result.steps_done, "train_seconds": result.train_seconds,
                          "eval_seconds": result.eval_seconds, "params": config.resolved().hyperparameters()})
+            if result.status == "pruned":
+                break  # the trial is stopped: its other seeds are not trained
     except Exception as error:  # a broken trial must not take the worker (and the rest of the study) down
         trial.set_user_attr("status", "failed")
         trial.set_user_attr("error", "".join(traceback.format_exception_only(error)).strip()[-2000:])
         trial.study.tell(trial, state=TrialState.FAIL)
         return
-    status = "diverged" if any(r["status"] == "diverged" for r in runs) else "completed"
+    # One status per trial: the first of these that one of its runs has (a pruned trial has only one run).
+    status = next((s for s in ("pruned", "diverged", "collapsed") if any(r["status"] == s for r in runs)), "completed")
     trial.set_user_attr("runs", runs)
     trial.set_user_attr("status", status)
     trial.set_user_attr("wall_seconds", round(time.time() - started, 3))
+    if status == "pruned":
+        trial.study.tell(trial, state=TrialState.PRUNED)  # Optuna takes its last intermediate value as its value
+        return
     best = [run_best_fid(r["rows"]) for r in runs]
-    # The paper's rule: a run that diverged after a finite FID keeps its best one (see best_configuration).
+    # The paper's rule: a run that diverged or collapsed after a finite FID keeps its best one (see
+    # best_configuration).
     if all(math.isfinite(b) for b in best):
         trial.study.tell(trial, sum(best) / len(best))
     else:
@@ -405,8 +443,11 @@ def _existing(storage: optuna.storages.BaseStorage) -> set[str]:
 
 
 def counts(study: Study, storage: optuna.storages.BaseStorage, stage: str | None = None) -> pd.DataFrame:
-    """Per stage and (dataset, loss): trials completed / diverged / failed / running / to do, the best FID so far,
-    and why a part was skipped (a confirm stage whose search has no completed trial)."""
+    """Per stage and (dataset, loss): trials completed / diverged / collapsed / pruned / failed (one status each),
+    running, to do (every sample not finished, the running ones included), the best FID so far (of trials that
+    were not pruned) and why a part was skipped (a confirm stage whose search has no completed trial). A pruned
+    trial is finished: it is not to do again."""
+    finished_statuses = ("completed", "diverged", "collapsed", "pruned", "failed")
     rows, existing = [], _existing(storage)
     for part in study.plan(stage):
         name = optuna_name(study, part)
@@ -414,10 +455,11 @@ def counts(study: Study, storage: optuna.storages.BaseStorage, stage: str | None
         trials = ostudy.get_trials(deepcopy=False) if ostudy else []
         skipped = ostudy.user_attrs.get("skipped", "") if ostudy else ""
         status = [t.user_attrs.get("status") for t in trials]
-        finished = {t.user_attrs["sample"] for t, s in zip(trials, status) if s in FINISHED}
+        finished = {t.user_attrs["sample"] for t, s in zip(trials, status) if s in finished_statuses}
+        # COMPLETE only: a pruned trial's value (its last FID, of a shorter training) is not a best FID.
         values = [t.value for t in trials if t.state == TrialState.COMPLETE]
         row = {"stage": part.stage, "dataset": part.dataset, "loss": part.loss, "budget": part.trials}
-        row.update({s: status.count(s) for s in FINISHED})
+        row.update({s: status.count(s) for s in finished_statuses})
         row["running"] = sum(t.state == TrialState.RUNNING for t in trials)
         row["to_do"] = 0 if skipped else part.trials - len(finished)
         row["best_fid"] = min(values) if values else float("nan")
@@ -428,7 +470,8 @@ def counts(study: Study, storage: optuna.storages.BaseStorage, stage: str | None
 
 def results_table(study: Study, storage: optuna.storages.BaseStorage) -> pd.DataFrame:
     """One row per (trial, seed, evaluation step) of every finished trial of every stage; a diverged run without
-    any evaluation still gets one row, with no metrics, so that it is counted."""
+    any evaluation still gets one row, with no metrics, so that it is counted. `status` is the run's own: completed,
+    diverged, collapsed or pruned (a pruned trial's rows stay apart from those of runs trained to the end)."""
     rows, existing = [], _existing(storage)
     for part in study.plan():
         if optuna_name(study, part) not in existing:

@@ -204,6 +204,47 @@ class SlurmExecutor(BaseModel):
 Executor = Annotated[Union[LocalExecutor, SlurmExecutor], Field(discriminator="name")]
 
 
+class Pruner(BaseModel):
+    """Stops search trials early on their FID curve (Optuna's intermediate values, one per evaluation step): `median`
+    (Optuna's MedianPruner), `hyperband` (HyperbandPruner, whose largest resource is the trial's steps), or `none`,
+    the default and the paper's: every sample trains for its whole budget, so that the min-FID-vs-budget curve
+    compares losses at equal compute. Steps are training steps, counted as `budget.count` says."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["none", "median", "hyperband"] = "none"
+    n_startup_trials: int = Field(5, ge=0, description="median: trials that must complete before any is pruned")
+    n_warmup_steps: int = Field(0, ge=0, description="median: no trial is pruned before this step")
+    min_resource: int = Field(1, ge=1, description="hyperband: steps every trial trains before it can be pruned")
+    reduction_factor: int = Field(3, ge=2, description="hyperband: 1 / the share of trials each rung keeps")
+
+    @model_validator(mode="after")
+    def _own_parameters(self) -> Pruner:
+        own = {"none": set(), "median": {"n_startup_trials", "n_warmup_steps"},
+               "hyperband": {"min_resource", "reduction_factor"}}[self.name]
+        # A study passed on whole (to workers, into study.yaml) sets every field, so only values that differ from
+        # the defaults are another pruner's parameters.
+        foreign = sorted(field for field in self.model_fields_set - own - {"name"}
+                         if getattr(self, field) != type(self).model_fields[field].default)
+        if foreign:
+            raise ValueError(f"{foreign[0]}: not a parameter of the {self.name} pruner (its own: "
+                             f"{', '.join(sorted(own))})" if own else f"{foreign[0]}: pruner none takes no parameters")
+        return self
+
+    def make_pruner(self, steps: int) -> optuna.pruners.BasePruner:
+        """The Optuna pruner for trials of `steps` steps. `none` gives NopPruner, not None: optuna.load_study would
+        fall back to its default, a MedianPruner."""
+        import optuna  # here: validating a study file needs no optuna
+
+        if self.name == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=self.n_startup_trials,
+                                               n_warmup_steps=self.n_warmup_steps)
+        if self.name == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=self.min_resource, max_resource=steps,
+                                                  reduction_factor=self.reduction_factor)
+        return optuna.pruners.NopPruner()
+
+
 class Study(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -231,9 +272,12 @@ class Study(BaseModel):
     confirm: Confirm = Field(default_factory=Confirm)
     data_root: Path | None = Field(None, description="raw datasets and their caches; default: $GAN_BENCH_DATA")
     device: str = "auto"
+    threads: int = Field(1, ge=1, description="torch threads per trial: part of what a trial computes, since the "
+                         "thread count changes the order of float sums; independent of the worker count")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     executor: Executor = Field(default_factory=LocalExecutor)
     storage: str | None = Field(None, description="an Optuna storage URL; default: a journal file in the results folder")
+    pruner: Pruner = Field(default_factory=Pruner, description="early stopping of search trials; default none")
 
     @field_validator("datasets")
     @classmethod
@@ -255,7 +299,6 @@ class Study(BaseModel):
                 losses.get(variant.loss)
             except BenchError as error:
                 raise ValueError(f"{name}.loss: {error}") from None
-            _check_parameter_names(variant.params, prefix=f"{name}.params.")
         return variants
 
     @field_validator("losses")
@@ -282,15 +325,12 @@ class Study(BaseModel):
             raise ValueError("expected [search] or [search, confirm]: confirm starts from the search's results")
         return stages
 
-    @field_validator("search_space")
-    @classmethod
-    def _known_parameters(cls, space: dict[str, Param]) -> dict[str, Param]:
-        _check_parameter_names(space)
-        return space
-
     @model_validator(mode="after")
     def _consistent(self) -> Study:
         self.budget.check_datasets(self.datasets)
+        if isinstance(self.executor, SlurmExecutor) and self.executor.cpus_per_task < self.threads:
+            raise ValueError(f"executor.cpus_per_task: {self.executor.cpus_per_task} is fewer than the study's threads "
+                             f"({self.threads}); give each task at least as many CPUs as a trial's threads")
         for name in [self.model, *self.model_per_dataset.values()]:
             if name not in models.names():
                 raise ValueError(f"model: unknown model {name!r}; valid: {', '.join(models.names())}")
@@ -306,11 +346,21 @@ class Study(BaseModel):
                 data.check_options(dataset, options)
             except BenchError as error:
                 raise ValueError(f"dataset_options.{dataset}: {error}") from None
+        # A hyperparameter the loss never reads would silently do nothing: the shared space applies each one to the
+        # losses that read it (at least one must), a loss's own entries must be read by that loss.
+        specs = {loss: losses.get(self.base_loss(loss)) for loss in self.losses}
+        for name in self.search_space:
+            if not any(name in spec.hyperparameters for spec in specs.values()):
+                raise ValueError(f"search_space.{name}: " + (
+                    f"no loss of the study uses it; losses that do: {', '.join(losses.users(name))}"
+                    if name in HYPERPARAMETERS else _UNKNOWN))
         for field in ("loss_search_space", "loss_defaults"):
             for loss, space in getattr(self, field).items():
                 if loss not in self.losses:
                     raise ValueError(f"{field}.{loss}: not one of the study's losses")
-                _check_parameter_names(space, prefix=f"{field}.{loss}.")
+                _check_used(space, specs[loss], loss, prefix=f"{field}.{loss}.")
+        for name, variant in self.variants.items():
+            _check_used(variant.params, specs[name], name, prefix=f"variants.{name}.params.")
         if self.sampler.name == "grid":
             for loss in self.losses:
                 for name, param in self.space(loss).items():
@@ -331,7 +381,7 @@ class Study(BaseModel):
             fields += [(f"loss_defaults.{loss}.{n}", n, v) for n, v in self.default_overrides(loss).items()]
             for where, name, value in fields:
                 try:
-                    TrialConfig(**self.trial_fields(self.datasets[0], loss), **{name: value}, seed=self.seeds[0])
+                    TrialConfig.from_params(self.trial_fields(self.datasets[0], loss), {name: value}, self.seeds[0])
                 except ValidationError as error:
                     raise ValueError(f"{where}: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         return self
@@ -344,7 +394,9 @@ class Study(BaseModel):
         """The search space of one loss: the shared space, extended and overridden by the loss's own (a variant's:
         its loss's, then its own), and a variant's fixed parameters over all of that."""
         base = self.base_loss(loss)
-        space = {**self.search_space, **self.loss_search_space.get(base, {}), **self.loss_search_space.get(loss, {})}
+        reads = losses.get(base).hyperparameters
+        shared = {name: param for name, param in self.search_space.items() if name in reads}
+        space = {**shared, **self.loss_search_space.get(base, {}), **self.loss_search_space.get(loss, {})}
         return {**space, **(self.variants[loss].params if loss in self.variants else {})}
 
     def grid_size(self, loss: str) -> int:
@@ -357,7 +409,8 @@ class Study(BaseModel):
             "model": self.model_per_dataset.get(dataset, self.model),
             "image_size": self.image_size, "batch_size": self.batch_size, "z_dim": self.z_dim,
             "z_dist": self.z_dist, "init": self.init, "steps": self.budget.steps_for(dataset), "count": self.budget.count,
-            "eval_steps": self.budget.eval_steps(dataset), "device": self.device, "metrics": self.metrics,
+            "eval_steps": self.budget.eval_steps(dataset), "device": self.device, "threads": self.threads,
+            "metrics": self.metrics,
         }
 
     def fixed_params(self, loss: str) -> dict[str, Any]:
@@ -385,10 +438,14 @@ def _distinct(values: list) -> list:
     return values
 
 
-def _check_parameter_names(space: dict[str, Param], prefix: str = "") -> None:
+_UNKNOWN = f"unknown hyperparameter; valid: {', '.join(HYPERPARAMETERS)}, or a custom loss's own"
+
+
+def _check_used(space: dict[str, Any], spec: losses.LossSpec, loss: str, prefix: str) -> None:
     for name in space:
-        if name not in HYPERPARAMETERS:
-            raise ValueError(f"{prefix}{name}: unknown hyperparameter; valid: {', '.join(HYPERPARAMETERS)}")
+        if name not in spec.hyperparameters:
+            raise ValueError(f"{prefix}{name}: " + (losses.unused_message(name, loss) if name in HYPERPARAMETERS
+                                                    else _UNKNOWN))
 
 
 _UNION_TAGS = ("bool", "int", "float", "str")
@@ -428,6 +485,7 @@ def load_study(path: Path) -> Study:
         raise StudyError(f"{path}: YAML syntax error{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: expected a mapping of study fields at the top level")
+    losses.add_search_path(path.parent)  # a custom loss module may sit beside the study file
     try:
         return Study(**raw)
     except ValidationError as error:

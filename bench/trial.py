@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
+import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import torch
 import torchvision
@@ -24,9 +25,9 @@ from bench import data, losses, models, penalties
 from bench.io import atomic_torch_save, atomic_write_json
 from bench.metrics import MetricsConfig, Scorer
 
-# Hyperparameters that a study may search over; None means "the loss's default" (see losses.py).
-HYPERPARAMETERS = ("lr", "beta1", "beta2", "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k",
-                   "r1_gamma", "d_batchnorm", "optimizer")
+# Hyperparameters that a study may search over; None means "the loss's default" (see losses.py). A custom loss adds
+# its own (TrialConfig.loss_params).
+HYPERPARAMETERS = losses.HYPERPARAMETERS
 FALLBACK_DEFAULTS: dict[str, Any] = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "r1_gamma": 0.0,
                                      "d_batchnorm": False, "optimizer": "adam"}
 # What one step of the budget is: a generator update (after n_disc discriminator updates), or — the paper's
@@ -61,10 +62,14 @@ class TrialConfig(BaseModel):
     r1_gamma: float | None = Field(None, ge=0)
     d_batchnorm: bool | None = None
     optimizer: Literal["adam", "rmsprop"] | None = None
+    loss_params: dict[str, bool | int | float | str] = Field(
+        default_factory=dict, description="a custom loss's own hyperparameters (its keyword arguments)")
     init: Literal["model", "compare_gan", "pytorch"] = Field("model", description="weight initialisation: the model's own, compare_gan v1's, "
                               "or PyTorch's layer defaults")
     seed: int = 0
     device: str = "auto"
+    threads: int | None = Field(None, ge=1, description="torch's CPU threads for this trial; None: leave torch's "
+                                "setting (all cores). Results are bit-identical only at the same thread count")
     amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU, where it is ~15× slower")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
@@ -100,6 +105,14 @@ class TrialConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrialConfig:
+        spec = losses.get(self.loss)
+        for name in HYPERPARAMETERS:  # a value the loss never reads would silently do nothing
+            if getattr(self, name) is not None and name not in spec.hyperparameters:
+                raise ValueError(f"{name}: {losses.unused_message(name, self.loss)}")
+        for name in self.loss_params:
+            if name not in spec.params:
+                own = f"its own: {', '.join(spec.params)}" if spec.params else "it has none of its own"
+                raise ValueError(f"loss_params.{name}: loss {self.loss} has no such hyperparameter ({own})")
         data.check_options(self.dataset, self.dataset_options)
         if self.eval_steps is not None and (not self.eval_steps or any(not 1 <= s <= self.steps for s in self.eval_steps)):
             raise ValueError(f"eval_steps must be a non-empty list of steps in 1..{self.steps}")
@@ -116,20 +129,31 @@ class TrialConfig(BaseModel):
             "z_dist": spec.latent or self.z_dist,
         }
         for name in HYPERPARAMETERS:
-            if getattr(self, name) is None:
+            if getattr(self, name) is None and name in spec.hyperparameters:
                 value = spec.defaults.get(name, FALLBACK_DEFAULTS.get(name))
                 if value is not None:
                     filled[name] = value
+        filled["loss_params"] = {**{p: spec.defaults[p] for p in spec.params}, **self.loss_params}
         return self.model_copy(update=filled)
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in HYPERPARAMETERS if getattr(self, name) is not None}
+        """The hyperparameters that are set, a custom loss's own included, by name."""
+        return {**{name: getattr(self, name) for name in HYPERPARAMETERS if getattr(self, name) is not None},
+                **self.loss_params}
+
+    @classmethod
+    def from_params(cls, fields: dict[str, Any], params: dict[str, Any], seed: int) -> TrialConfig:
+        """A config from a study's trial fields and one sample's hyperparameters, a custom loss's own among them."""
+        return cls(**fields, **{k: v for k, v in params.items() if k in HYPERPARAMETERS},
+                   loss_params={k: v for k, v in params.items() if k not in HYPERPARAMETERS}, seed=seed)
 
 
 class TrialResult(BaseModel):
-    status: Literal["completed", "diverged"]
+    # completed: trained to the end. Stopped early: diverged (a non-finite loss), collapsed (see COLLAPSE_SPREAD and
+    # COLLAPSE_D_LOSS), pruned (the caller's on_evaluation asked to stop). Every evaluation before the stop stands.
+    status: Literal["completed", "diverged", "collapsed", "pruned"]
     extractor: str
-    rows: list[dict[str, Any]]  # one per evaluation: step, fid, kid, ... , d_loss, g_loss, seconds
+    rows: list[dict[str, Any]]  # one per evaluation: step, fid, kid, ... , spread, d_loss, g_loss, seconds
     protocol: dict[str, Any]  # how the scores were made (bench.metrics.Scorer.protocol): only equal ones compare
     steps_done: int
     train_seconds: float
@@ -143,6 +167,29 @@ class TrialResult(BaseModel):
     @property
     def steps_per_second(self) -> float:
         return self.steps_done / self.train_seconds if self.train_seconds else 0.0
+
+
+# A run has collapsed when, at an evaluation, its samples no longer vary or its discriminator has run away while its
+# losses are still finite (so the divergence check does not stop it), and training it further only spends budget.
+# Spread: the mean over pixels of the per-pixel std across SPREAD_SAMPLES samples (G in eval mode, as scored) from the
+# evaluation latent seed, on [0, 1] pixels, before the scorer's rounding to uint8 (which would make both cases below
+# exactly 0). A generator that ignores z or whose sigmoid saturates spreads by < 1e-8. A healthy one can spread far
+# less than one grey level (1/255 ≈ 3.9e-3) early on: an untrained InfoGAN or DCGAN generator in eval mode, its batch
+# norm running statistics still at their initial values (compare_gan's momentum 0.001 moves them over thousands of
+# steps), spreads by 2–6e-4 (measured at 16–64 px), so a threshold of 1e-3 would stop healthy runs; 1e-5 is 20× below.
+COLLAPSE_SPREAD = 1e-5
+# |d_loss| above this: the built-in losses of a healthy run stay within ±1e3 (the sigmoid losses are O(1), WGAN
+# critics with clipping or a gradient penalty O(10–100)), while a runaway critic keeps growing (a WGAN critic at
+# −1.7e12 whose FID no longer moves) for as long as float32 stays finite.
+COLLAPSE_D_LOSS = 1e6
+# 256 samples estimate the spread well enough for a threshold this far from healthy values, for one G forward.
+SPREAD_SAMPLES = 256
+
+
+def folder_name(text: str) -> str:
+    """`text` with every character outside [A-Za-z0-9._-] replaced by "_": a custom loss `pkg.mod:fn` must not put a
+    ':' (which breaks tools, PATH-like lists and SLURM's file patterns) into a trial folder's name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -205,9 +252,22 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], config: TrialConfig) ->
     return optimizer
 
 
-def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> TrialResult:
-    """Trains and scores one configuration; resumes from `out_dir/checkpoint.pt` if the same config left one."""
+def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
+              on_evaluation: Callable[[int, dict[str, Any]], None] | None = None) -> TrialResult:
+    """Trains and scores one configuration; resumes from `out_dir/checkpoint.pt` if the same config left one.
+
+    `on_evaluation(step, row)` is called after each evaluation's row is recorded and its checkpoint written; when
+    resuming, first for every row restored from the checkpoint, in order, so that a listener that did not see the
+    interrupted run (a requeued Optuna trial is a fresh one) gets the whole curve, each step once. If it raises
+    optuna.TrialPruned, training stops there: the evaluations so far stand, the checkpoint records the stop and the
+    result (returned, not raised, so the caller keeps the rows) and result.json say `pruned`. A run that stopped
+    (collapsed or pruned) stays stopped when run again into the same folder.
+    """
+    from optuna import TrialPruned  # imported where it is used, as versions() imports optuna
+
     config = config.resolved()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     use_amp = config.amp and device.type == "cuda"
     if config.amp and not use_amp:
@@ -236,6 +296,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
     k = 0.0  # BEGAN's balance term, 0 at the start as in v1 (BEGAN.py line 103)
     g_value = float("nan")  # the last G loss; with d_steps, steps without a G update keep the previous one
     start, rows, train_seconds, eval_seconds = 0, [], 0.0, 0.0
+    status = "completed"
 
     checkpoint_path = out_dir / "checkpoint.pt"
     if checkpoint_path.exists():
@@ -248,6 +309,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
             rng.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
             k, start, rows, g_value = state["k"], state["step"], state["rows"], state["g_loss"]
             train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
+            status = state.get("stopped") or status  # checkpoints written before runs could stop have no such key
 
     def real_batch() -> torch.Tensor:
         idx = torch.randint(len(real), (config.batch_size,), generator=rng, device=device)
@@ -259,12 +321,43 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
     def sample(n: int, generator: torch.Generator) -> torch.Tensor:
         return G(sample_latent(n, config.z_dim, config.z_dist, generator))
 
-    status = "completed"
+    def spread() -> float:
+        """The mean over pixels of the per-pixel std across SPREAD_SAMPLES samples (G in eval mode) from the
+        evaluation latent seed: a generator of its own, so training's random stream is untouched."""
+        generator = torch.Generator(device).manual_seed(config.metrics.latent_seed)
+        with torch.no_grad():
+            return sample(SPREAD_SAMPLES, generator).float().std(dim=0).mean().item()
+
+    def save_checkpoint(step: int) -> None:
+        atomic_torch_save({"config": record["config"], "G": G.state_dict(), "D": D.state_dict(),
+                           "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
+                           "k": k, "step": step, "rows": rows, "g_loss": g_value, "train_seconds": train_seconds,
+                           "eval_seconds": eval_seconds, "stopped": None if status == "completed" else status},
+                          checkpoint_path)
+
+    def pruned(step: int, row: dict[str, Any]) -> bool:
+        """Tells on_evaluation about an evaluation; whether it asked to stop."""
+        if on_evaluation is None:
+            return False
+        try:
+            on_evaluation(step, row)
+        except TrialPruned:
+            return True
+        return False
+
+    for row in rows:  # restored from the checkpoint: the listener has not seen them
+        if pruned(row["step"], row):
+            if status == "completed":  # a run that collapsed stopped on its own; pruning it changes nothing
+                status = "pruned"
+                save_checkpoint(start)
+            break
+    # A stopped run trains no further; one that resumes counts from its checkpoint.
+    end, steps_done = (config.steps if status == "completed" else start), start
     eval_steps = [s for s in config.eval_steps if s > start]
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=f"{config.loss} on {config.dataset}",
                unit="step", dynamic_ncols=True)
     tick = time.perf_counter()
-    for step in range(start + 1, config.steps + 1):
+    for step in range(start + 1, end + 1):
         if spec.discriminator == "encoder":
             # VAE: one step is one update of encoder (D) and decoder (G) on one real batch. Adam is per parameter,
             # so D's and G's optimizers stepped together are one Adam over both; rows get d_loss = KL term and
@@ -301,7 +394,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
                         d_loss, _ = losses.began_losses(real_error, fake_error, k)
                     else:
                         real_scores = D(x)
-                        d_loss, _ = spec.fn(real_scores, D(fake.detach()))
+                        d_loss, _ = spec.fn(real_scores, D(fake.detach()), **config.loss_params)
                         if penalty is not None:
                             d_loss = d_loss + config.gp_lambda * penalty(D, x, fake.detach(), rng)
                         if config.r1_gamma:
@@ -324,7 +417,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
                                                         losses.reconstruction_error(fake, D(fake)), k)
                     else:
                         # Every built-in g_loss uses fake scores only; custom losses see the last D step's real scores.
-                        _, g_loss = spec.fn(real_scores.detach(), D(fake))
+                        _, g_loss = spec.fn(real_scores.detach(), D(fake), **config.loss_params)
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 opt_g.step()
@@ -339,6 +432,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
                 k = losses.began_update_k(k, real_error_now, fake_error_now, config.began_gamma,
                                           config.began_lambda_k)
 
+        steps_done = step  # a step that diverges counts as done
         d_value = d_loss.item()
         # G was updated on the first step in both conventions, so g_value is the last real G loss here.
         if not (math.isfinite(d_value) and math.isfinite(g_value) and math.isfinite(k)):
@@ -353,23 +447,26 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False) -> Tri
             tick = time.perf_counter()
             G.eval()
             metrics = scorer.score(sample)
+            row = {"step": step, **metrics, "spread": spread(), "d_loss": d_value, "g_loss": g_value}
             save_samples(G, config, out_dir / "samples.png")
             G.train()
             eval_seconds += time.perf_counter() - tick
-            rows.append({"step": step, **metrics, "d_loss": d_value, "g_loss": g_value,
-                         "train_seconds": round(train_seconds, 3)})
+            rows.append({**row, "train_seconds": round(train_seconds, 3)})
             bar.set_postfix(fid=f"{metrics['fid']:.3g}")
-            atomic_torch_save({"config": record["config"], "G": G.state_dict(), "D": D.state_dict(),
-                               "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
-                               "k": k, "step": step, "rows": rows, "g_loss": g_value,
-                               "train_seconds": train_seconds, "eval_seconds": eval_seconds}, checkpoint_path)
+            if row["spread"] < COLLAPSE_SPREAD or abs(d_value) > COLLAPSE_D_LOSS:
+                status = "collapsed"  # this evaluation and the earlier ones stand, as for a diverged run
+                bar.set_postfix_str(f"collapsed at step {step}")
+            save_checkpoint(step)
+            if pruned(step, rows[-1]) and status == "completed":
+                status = "pruned"
+                save_checkpoint(step)
             tick = time.perf_counter()
-    else:
-        step = config.steps
+            if status != "completed":
+                break
     train_seconds += time.perf_counter() - tick
     bar.close()
 
-    result = TrialResult(status=status, extractor=scorer.extractor_id, rows=rows, steps_done=step,
+    result = TrialResult(status=status, extractor=scorer.extractor_id, rows=rows, steps_done=steps_done,
                          train_seconds=train_seconds, eval_seconds=eval_seconds, protocol=scorer.protocol)
     atomic_write_json(out_dir / "result.json", {**result.model_dump(mode="json"), **record,
                                                 "extractor_test_accuracy": scorer.extractor_accuracy})

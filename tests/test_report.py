@@ -77,6 +77,35 @@ def test_summary_per_loss():
     assert set(table["protocol"]) == {"domain-digits"}  # an old results.csv: its extractor stands for the protocol
 
 
+def with_pruned_and_collapsed(results):
+    """`results` and two more ns_gan trials: one pruned after its first evaluation with the lowest FID of all (of a
+    shorter training), one collapsed at its second evaluation (its best FID stands)."""
+    rows = [{"dataset": "digits", "loss": "ns_gan", "trial": trial, "seed": 0, "step": step, "status": status,
+             "fid": fid, "kid": 0.0, "param_lr": 1e-3, "extractor": "domain-digits"}
+            for trial, step, status, fid in [(3, 100, "pruned", 1.0), (4, 100, "collapsed", 16.0),
+                                             (4, 200, "collapsed", 12.0)]]
+    return pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_summary_counts_pruned_and_collapsed_trials_apart():
+    table = summary(with_pruned_and_collapsed(synthetic_results())).set_index("loss")
+    ns_gan = table.loc["ns_gan"]
+    assert (ns_gan["trials"], ns_gan["pruned"], ns_gan["no_fid"]) == (4, 1, 0)
+    # The pruned trial's 1.0 is in neither best nor median; the collapsed one's best FID (12) is in the median.
+    assert (ns_gan["best_fid"], ns_gan["median_fid"], ns_gan["best_trial"]) == (10.0, 16.0, 1)
+    assert ns_gan["collapsed_share"] == 0.25 and ns_gan["diverged_share"] == 0.0
+    assert (table.loc["wgan", "pruned"], table.loc["wgan", "collapsed_share"]) == (0, 0.0)
+
+
+def test_the_plot_leaves_pruned_trials_out(tmp_path):
+    figure = plot_fid_vs_budget(with_pruned_and_collapsed(synthetic_results()), tmp_path / "plot.png")
+    [ax] = [ax for ax in figure.axes if ax.get_visible()]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ns_gan (1 pruned, left out)",
+                                                                   "wgan (1 of 3 without FID)"]
+    ns_gan = ax.get_lines()[0].get_ydata()  # trials 0, 1, 2 and the collapsed 4: best FIDs 30, 10, 20, 12
+    assert np.array_equal(ns_gan, min_fid_bootstrap(np.array([30.0, 10.0, 20.0, 12.0]), 4)[0])
+
+
 def test_report_files(tmp_path):
     synthetic_results().to_csv(tmp_path / "results.csv", index=False)
     paths = write_report(tmp_path)
@@ -166,6 +195,16 @@ def test_a_run_that_diverged_late_keeps_its_best_fid_in_the_paper_table():
     markdown = confirm_markdown(confirm_table(late_divergence_results(), None))
     cell = f"{np.mean(chosen):.1f} ± {np.std(chosen, ddof=1):.1f} (n=3; 2 diverged, 1 without FID)"
     assert f"| lsgan | {cell} |" in markdown
+
+
+def test_a_collapsed_run_keeps_its_best_fid_in_the_paper_table_and_is_counted():
+    collapsed = {"stage": "confirm", "dataset": "mnist", "loss": "lsgan", "trial": 5, "seed": 5, "step": 100,
+                 "status": "collapsed", "fid": 11.0, "extractor": "inception-v3-compat"}
+    table = confirm_table(pd.concat([late_divergence_results(), pd.DataFrame([collapsed])]), None)
+    lsgan = table.set_index("loss").loc["lsgan"]
+    assert lsgan[["runs", "diverged", "collapsed", "no_fid"]].tolist() == [5, 2, 1, 1]
+    assert lsgan["fid_mean"] == pytest.approx(np.mean([12.0, 14.0, 9.0, 11.0]))
+    assert "(n=4; 2 diverged, 1 collapsed, 1 without FID)" in confirm_markdown(table)
 
 
 def two_protocols(results, dataset):

@@ -18,12 +18,6 @@ from bench.data import Dataset, DatasetMissingError, data_root, register
 from bench.data.cache import REAL_CACHE_VERSION, _dataset, _read_cache, _write_cache
 from bench.data.images import DEFAULT_RESIZE, NO_RESIZE, _check_resize, _decode_images, _resized, _UnreadableImage
 
-PREFETCH_FIX = (
-    'run "gan-bench prefetch STUDY.yaml" on a machine with internet, '
-    "or set --data-root / GAN_BENCH_DATA to a folder that holds it"
-)
-
-
 class _Torchvision:
     """A dataset that a torchvision class reads from data_root(), cached under
     data_root()/gan-bench-cache/<name>-<size>[-<resize>]/ beside its raw files.
@@ -52,12 +46,21 @@ class _Torchvision:
         """Split "train" or "test": images uint8 N×C×size×size, resized by method `resize`, and labels int64 (N,)."""
         raise NotImplementedError
 
-    def error(self, root: Path, problem: str, fix: str = PREFETCH_FIX) -> DatasetMissingError:
-        return DatasetMissingError(f"dataset {self.name!r}: {problem}; {fix}{self.hint.format(root=root)}",
-                                   problem=f"dataset {self.name!r}: {problem}")
+    def prefetch_fix(self) -> str:
+        """How to get the files: a command that works as printed (with the data root unless it is the default),
+        or another data root."""
+        from bench.prefetch import command  # not at the top: bench.prefetch imports bench.data
+
+        return (f"fetch it with `{command('--dataset', self.name)}` on a machine with internet, "
+                "or set --data-root / GAN_BENCH_DATA to a folder that holds it")
+
+    def error(self, root: Path, problem: str, fix: str | None = None) -> DatasetMissingError:
+        return DatasetMissingError(
+            f"dataset {self.name!r}: {problem}; {fix or self.prefetch_fix()}{self.hint.format(root=root)}",
+            problem=f"dataset {self.name!r}: {problem}")
 
     def corrupt(self, root: Path, path: Path, reason: str) -> DatasetMissingError:
-        return self.error(root, f"corrupt {path} ({reason})", "delete it, then " + PREFETCH_FIX)
+        return self.error(root, f"corrupt {path} ({reason})", "delete it, then " + self.prefetch_fix())
 
     def _cache(self, size: int, resize: str) -> tuple[Path, dict[str, Any]]:
         folder = f"{self.name}-{size}"
@@ -228,7 +231,7 @@ class _CelebA(_Torchvision):
         try:
             images = _decode_images(paths, self.CROP, size, resize, f"celeba {split}")
         except _UnreadableImage as bad:
-            fix = f"extract it again from img_align_celeba.zip, or delete {folder} and {PREFETCH_FIX}"
+            fix = f"extract it again from img_align_celeba.zip, or delete {folder} and {self.prefetch_fix()}"
             raise self.error(root, f"corrupt {bad.path} ({bad.reason})", fix) from None
         # CelebA has no classes: the domain classifier behind FID features cannot be trained on it.
         return images, np.zeros(len(images), dtype=np.int64)
