@@ -99,25 +99,34 @@ def local_worker_environments(executor: LocalExecutor, visible: list[str],
 
 
 def follow(study: Study, results_dir: Path, stage: str, running: Callable[[], bool], progress: bool) -> None:
-    """Shows the stage's progress until `running()` turns false; results.csv is rewritten as trials finish."""
+    """Shows the stage's progress until `running()` turns false, one line per trial as it ends (data set, loss,
+    sample, status, best FID, steps/s); results.csv is rewritten as trials finish."""
     storage = runner.open_storage(study, results_dir)
     total = sum(part.trials for part in study.plan(stage))
     label = f"{study.name} ({stage})"
-    # disable=None: no bar when the output is not a terminal (a log file would fill with redraws).
-    bar = tqdm(total=total, disable=None if progress else True, desc=label, unit="trial", dynamic_ncols=True)
-    finished = -1
+    ended = runner.finished_trials(study, storage, stage)  # before this run: not reported again
+    table = runner.counts(study, storage, stage)
+    finished = int((table["budget"] - table["to_do"]).sum())
+    # disable=None: no bar when the output is not a terminal (a log file would fill with redraws). Starting at what
+    # earlier runs finished and advancing by update(), the bar's rate, hence its ETA, is this run's own throughput.
+    bar = tqdm(total=total, initial=finished, disable=None if progress else True, desc=label, unit="trial",
+               dynamic_ncols=True)
     try:
         while True:
             alive = running()
             table = runner.counts(study, storage, stage)
             done = int((table["budget"] - table["to_do"]).sum())
             if done != finished:
-                finished = done
                 runner.write_results(study, storage, results_dir)
-                if bar.disable and progress:  # not a terminal (a log file, a batch job): one line per change
+                for key, line in runner.finished_trials(study, storage, stage).items():
+                    if key not in ended and progress:
+                        bar.write(f"{label}: {line}")
+                    ended[key] = line
+                if bar.disable and progress:  # not a terminal (a log file, a batch job): the counts too
                     print(f"{label}: {done}/{total} trials finished (completed {int(table['completed'].sum())}, "
                           f"diverged {int(table['diverged'].sum())}, failed {int(table['failed'].sum())})", flush=True)
-            bar.n = done
+                bar.update(done - finished)
+                finished = done
             bar.set_postfix(done=int(table["completed"].sum()), running=int(table["running"].sum()),
                             diverged=int(table["diverged"].sum()), failed=int(table["failed"].sum()))
             bar.refresh()

@@ -442,6 +442,27 @@ def _existing(storage: optuna.storages.BaseStorage) -> set[str]:
     return {s.study_name for s in storage.get_all_studies()}
 
 
+def finished_trials(study: Study, storage: optuna.storages.BaseStorage, stage: str) -> dict[tuple[str, str, int], str]:
+    """Every trial of the stage that has ended, by (dataset, loss, sample), described in one line: its status, its
+    best FID and its training speed (steps per second over its runs)."""
+    out, existing = {}, _existing(storage)
+    for part in study.plan(stage):
+        if optuna_name(study, part) not in existing:
+            continue
+        for trial in optuna.load_study(study_name=optuna_name(study, part), storage=storage).get_trials(deepcopy=False):
+            status, runs = trial.user_attrs.get("status"), trial.user_attrs.get("runs", [])
+            if status is None or status == "interrupted" or trial.state == TrialState.RUNNING:
+                continue
+            best = min((run_best_fid(run["rows"]) for run in runs), default=math.inf)
+            seconds = sum(run.get("train_seconds", 0.0) for run in runs)
+            speed = f", {sum(run['steps_done'] for run in runs) / seconds:.1f} steps/s" if seconds else ""
+            sample = trial.user_attrs["sample"]
+            out[(part.dataset, part.loss, sample)] = (
+                f"{part.dataset} {part.loss} sample {sample}: {status}"
+                + (f", best FID {best:.4g}" if math.isfinite(best) else ", no FID") + speed)
+    return out
+
+
 def counts(study: Study, storage: optuna.storages.BaseStorage, stage: str | None = None) -> pd.DataFrame:
     """Per stage and (dataset, loss): trials completed / diverged / collapsed / pruned / failed (one status each),
     running, to do (every sample not finished, the running ones included), the best FID so far (of trials that

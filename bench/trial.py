@@ -299,17 +299,21 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
     status = "completed"
 
     checkpoint_path = out_dir / "checkpoint.pt"
+    state = None
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if state["config"] == record["config"]:
-            G.load_state_dict(state["G"])
-            D.load_state_dict(state["D"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-            rng.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
-            k, start, rows, g_value = state["k"], state["step"], state["rows"], state["g_loss"]
-            train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
-            status = state.get("stopped") or status  # checkpoints written before runs could stop have no such key
+        try:
+            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        except Exception as error:  # damaged (a bad disk, a partial copy): start over; the rows are made again
+            warnings.warn(f"{checkpoint_path}: unreadable ({type(error).__name__}); the trial starts over")
+    if state is not None and state["config"] == record["config"]:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        rng.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
+        k, start, rows, g_value = state["k"], state["step"], state["rows"], state["g_loss"]
+        train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
+        status = state.get("stopped") or status  # checkpoints written before runs could stop have no such key
 
     def real_batch() -> torch.Tensor:
         idx = torch.randint(len(real), (config.batch_size,), generator=rng, device=device)

@@ -57,3 +57,15 @@ def test_slurm_tasks_get_at_least_the_trials_threads(tmp_path, capsys):
     path.write_text(yaml.safe_dump({**STUDY, "threads": 4, "executor": {"name": "slurm", "cpus_per_task": 2}}))
     assert main(["validate", str(path)]) == 2
     assert "executor.cpus_per_task: 2 is fewer than the study's threads (4)" in capsys.readouterr().err
+
+
+def test_progress_names_each_trial_as_it_ends(tmp_path, capsys):
+    import re
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({**STUDY, "losses": ["ns_gan"], "budget": {"samples": 2, "steps": 6}}))
+    assert main(["run", str(path), "--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    lines = re.findall(r"^det \(search\): digits ns_gan sample (\d): completed, best FID [\d.e+-]+, [\d.]+ steps/s$",
+                       out, flags=re.M)
+    assert sorted(lines) == ["0", "1"]  # one line per trial, each once

@@ -169,3 +169,17 @@ def test_amp_on_cpu_is_ignored_with_a_warning(tmp_path):
 def test_bad_config_is_rejected(field, value, message):
     with pytest.raises(Exception, match=message):
         TrialConfig(**{field: value})
+
+
+def test_a_damaged_checkpoint_restarts_the_trial_to_the_same_metrics(tmp_path):
+    # A checkpoint that cannot be read (a bad disk, a partial copy) must not fail the trial for good: it starts over,
+    # and being a pure function of its config it makes the same rows again.
+    config = TrialConfig(**SMALL)
+    whole = run_trial(config, tmp_path / "whole")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "checkpoint.pt").write_bytes((tmp_path / "whole" / "checkpoint.pt").read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="unreadable.*starts over"):
+        again = run_trial(config, damaged)
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
+    assert strip(again.rows) == strip(whole.rows) and again.status == "completed"
