@@ -446,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
     previous = signal.signal(signal.SIGTERM, _terminate)
+    # A shell starts background jobs with SIGINT ignored, and Python then never turns it into KeyboardInterrupt:
+    # `kill -INT PID` to the driver must still stop it as Ctrl-C does.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.func(args)
     except ValidationError as error:
@@ -461,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return 2
 
 
