@@ -53,9 +53,9 @@ def _wait_for(condition, timeout: float) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-# Ctrl-C to the whole process group ("sigint-group", os.killpg) is handled the same way (workers ignore SIGINT and
-# wait for the driver's SIGTERM), but that case failed once in a clean-clone CI run for a reason not found yet and
-# passed every time here: it goes back into this list once explained (issue 11).
+# Ctrl-C to the whole process group ("sigint-group", os.killpg) is meant to behave the same (workers ignore SIGINT and
+# wait for the driver's SIGTERM), but in one clean-clone CI run the resumed study ended with 2 of its 3 trials: a
+# trial was lost. It goes back into this list with the fix (issue 11).
 @pytest.mark.parametrize("how, code", [("sigint-driver", 130), ("sigterm-driver", 143)])
 def test_an_interrupted_run_stops_its_workers_requeues_and_resumes(tmp_path, how, code):
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(STUDY))
