@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -17,15 +18,16 @@ from bench import BenchError
 
 
 def _trial_config(args: argparse.Namespace):
-    from bench.trial import TrialConfig
+    from bench.trial import MAX_EVALUATIONS, TrialConfig
 
     fields = {name: getattr(args, name) for name in (
         "dataset", "image_size", "model", "loss", "steps", "batch_size", "z_dim", "z_dist", "lr", "beta1", "beta2",
         "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k", "r1_gamma", "d_batchnorm", "optimizer", "init",
         "count", "seed", "device", "threads", "amp")}
     if args.eval_every is not None:
-        if args.eval_every < 1:
-            raise BenchError(f"--eval-every: must be a positive number of steps, got {args.eval_every}")
+        if args.steps // args.eval_every > MAX_EVALUATIONS:  # before the list of steps is built: it may not fit
+            raise BenchError(f"--eval-every: {args.steps // args.eval_every:,} evaluations of a {args.steps:,}-step "
+                             f"trial; at most {MAX_EVALUATIONS:,}")
         fields["eval_steps"] = sorted(set(range(args.eval_every, args.steps + 1, args.eval_every)) | {args.steps})
     fields["dataset_options"] = _key_values(args.dataset_option, "--dataset-option")
     fields["loss_params"] = _key_values(args.loss_param, "--loss-param")
@@ -47,6 +49,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         out = Path("results") / "trials" / folder_name(f"{config.dataset}-{config.loss}-{digest.hexdigest()[:8]}")
     else:
         out = Path(args.out)
+    _check_writable(out, "--out")
     result = run_trial(config, out, progress=not args.no_progress)
     print(f"\n{config.loss} on {config.dataset}: {result.status} after {result.steps_done} steps "
           f"({result.steps_per_second:.1f} steps/s); metrics by feature extractor {result.extractor}")
@@ -70,6 +73,48 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
 def _results_dir(study, args: argparse.Namespace) -> Path:
     return Path(args.results) if args.results else Path("results") / study.name
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    """Refuses, before any work, an output folder that cannot be made: a file in its place, or a nearest existing
+    folder this user cannot write in. Tried for real with a probe file, since os.access says yes to root on a
+    read-only file system and knows nothing of ACLs or quotas."""
+    import tempfile
+
+    existing = folder
+    try:
+        # The folder itself if it exists, else the ancestor that mkdir would write in (`.` if the working folder is
+        # gone: the probe then fails).
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing.exists() and not existing.is_dir():
+            what = "is a file" if existing == folder else f"is inside {existing}, a file"
+            raise BenchError(f"{folder}: {what}, not a folder; choose another folder with {flag}")
+        descriptor, probe = tempfile.mkstemp(prefix=".gan-bench-probe-", dir=existing)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise BenchError(f"{folder}: cannot write in {existing} ({error.strerror}); choose another folder with "
+                         f"{flag}") from None
+
+
+def _check_storage(study, study_file: str) -> None:
+    """Connects once to the study's database, so that a server that cannot be reached (or a SQLite file in a missing
+    folder) is one line before the results folder is made, not a traceback after it."""
+    if study.storage is None:
+        return
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(study.storage)
+    try:
+        engine.connect().close()
+    except SQLAlchemyError as error:
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())
+        raise BenchError(f"{study_file}: storage: cannot connect to "
+                         f"{engine.url.render_as_string(hide_password=True)} ({reason})") from None
+    finally:
+        engine.dispose()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -165,29 +210,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(executor, SlurmExecutor):
         executors.check_slurm(executor)  # before anything is written or submitted
     results_dir = _results_dir(study, args)
+    _check_writable(results_dir, "--results")
     runner.check_results_dir(study, results_dir)
     if "confirm" in stages and study.confirm.source is not None:
         runner.check_confirm_source(study)
     prefetch.use_data_root(args.data_root or study.data_root)
     prefetch.check(study, args.study)
+    _check_storage(study, args.study)
     prefetch.prepare(study, download=False, log=lambda line: None)
     results_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(results_dir / "study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
-    if isinstance(executor, SlurmExecutor):
-        for stage in stages:
-            if executors.stage_finished(study, results_dir, stage):
-                continue
-            job_id = executors.run_slurm(study, results_dir, stage, executor, args.detach, not args.no_progress)
-            if args.detach:
-                later = " (then run this command again for the next stage)" if stage != stages[-1] else ""
-                print(f"detached: follow with `gan-bench status {results_dir} --wait`{later}; "
-                      f"cancel with `scancel {job_id}`")
-                return 0
-    else:
-        for stage in stages:
-            executors.run_local(study, results_dir, stage, args.workers, progress=not args.no_progress)
-    print(runner.counts(study, runner.open_storage(study, results_dir)).to_string(index=False))
-    paths = report.write_report(results_dir)
+    with executors.driving(results_dir):  # before study.yaml: a second driver must not rewrite the first one's
+        atomic_write_text(results_dir / "study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+        if isinstance(executor, SlurmExecutor):
+            for stage in stages:
+                if executors.stage_finished(study, results_dir, stage):
+                    continue
+                job_id = executors.run_slurm(study, results_dir, stage, executor, args.detach, not args.no_progress)
+                if args.detach:
+                    later = " (then run this command again for the next stage)" if stage != stages[-1] else ""
+                    print(f"detached: follow with `gan-bench status {results_dir} --wait`{later}; "
+                          f"cancel with `scancel {job_id}`")
+                    return 0
+        else:
+            for stage in stages:
+                executors.run_local(study, results_dir, stage, args.workers, progress=not args.no_progress)
+        print(runner.counts(study, runner.open_storage(study, results_dir)).to_string(index=False))
+        paths = report.write_report(results_dir)
     print(f"results: {results_dir / 'results.csv'}\nreport:  " + "\n         ".join(str(p) for p in paths))
     return 0
 
@@ -243,14 +291,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     results_dir = Path(args.results_dir)
     study = _saved_study(results_dir)
     jobs = executors.submitted_jobs(results_dir)
-    if args.wait and jobs:  # re-attach to a detached SLURM run
-        job = jobs[-1]
-        executors.follow(study, results_dir, job["stage"], lambda: executors.active_tasks(job["job_id"]) > 0,
-                         progress=True)
+    if args.wait:
+        if jobs and executors.active_tasks(jobs[-1]["job_id"]):  # re-attach to a detached SLURM run
+            job = jobs[-1]
+            executors.follow(study, results_dir, job["stage"], lambda: executors.active_tasks(job["job_id"]) > 0,
+                             progress=True)
+        elif executors.driver_running(results_dir):  # a local run in another terminal: follow every stage
+            executors.follow(study, results_dir, None, lambda: executors.driver_running(results_dir), progress=True)
+        else:
+            print(f"{results_dir}: no run is in progress", file=sys.stderr)
         if not runner.results_table(study, runner.open_storage(study, results_dir)).empty:
             report.write_report(results_dir)
     table = runner.counts(study, runner.open_storage(study, results_dir))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    stale = int(table["stale"].sum())
+    if stale:
+        print(f"{stale} trials are stale (their worker is gone); `gan-bench run` on this study queues them again")
     for job in jobs:
         active = executors.active_tasks(job["job_id"])
         ended = ", ".join(f"{n} {state}" for state, n in executors.task_states(job["job_id"]).items())
@@ -260,9 +316,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench import report
+    from bench import report, runner
 
-    for path in report.write_report(Path(args.results_dir), args.reference):
+    results_dir = Path(args.results_dir)
+    try:
+        paths = report.write_report(results_dir, args.reference)
+    except report.DamagedResults as error:
+        if not (results_dir / "study.yaml").is_file():
+            raise BenchError(f"{error}; no study.yaml beside it to rebuild it from") from None
+        # results.csv is only a view of the study's storage, which keeps every finished trial: write it again.
+        study = _saved_study(results_dir)
+        runner.write_results(study, runner.open_storage(study, results_dir), results_dir)
+        print(f"gan-bench: {error}; rebuilt it from the study's storage", file=sys.stderr)
+        paths = report.write_report(results_dir, args.reference)
+    for path in paths:
         print(path)
     return 0
 
@@ -280,6 +347,25 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False or action.default == []:  # not `in`: 0 == False
             return action.help
         return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line as every other bad input is reported: one line `gan-bench: error: --flag: what is
+    expected`, exit code 2, instead of argparse's usage block followed by `argument --flag: ...`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"gan-bench: error: {message.removeprefix('argument ')} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of a count (steps, workers, batch size, ...): 0 or less is a mistake, refused before any work."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 class _VersionAction(argparse.Action):
@@ -305,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False everywhere: argparse would otherwise take a prefix for the option it starts (`--worker 1`
     # as `--workers 1`, `--n-dis` as `--n-disc`), so a typo would run a study other than the one meant.
     options = {"allow_abbrev": False, "formatter_class": _HelpFormatter}
-    parser = argparse.ArgumentParser(prog="gan-bench", description=__doc__, **options)
+    parser = _Parser(prog="gan-bench", description=__doc__, **options)
     parser.add_argument("--version", action=_VersionAction,
                         help="print the versions of gan-bench, torch, torchvision, torch-fidelity, optuna and Python")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -319,22 +405,23 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                        help="a dataset option, e.g. path=/data/faces for --dataset folder (repeatable)")
     trial.add_argument("--loss", default="ns_gan", help="a name from `gan-bench losses`, or package.module:function")
-    trial.add_argument("--steps", type=int, default=500, metavar="N", help="training steps, counted as --count says")
+    trial.add_argument("--steps", type=_positive_int, default=500, metavar="N",
+                       help="training steps, counted as --count says")
     trial.add_argument("--count", choices=["g_steps", "d_steps"],
                        help="what a step is: g_steps: n_disc D updates and one G update; d_steps (the paper's): one "
                             "D update, with G updated on the first and every n_disc-th (default: g_steps)")
     trial.add_argument("--model", default="mlp", help="mlp, infogan or dcgan")
-    trial.add_argument("--image-size", type=int, metavar="N", help="square image side (default: the dataset's, e.g. "
-                                                                   "28 for mnist)")
-    trial.add_argument("--batch-size", type=int, metavar="N", help="images per batch (default: 64)")
-    trial.add_argument("--z-dim", type=int, metavar="N", help="latent dimension (default: 64)")
+    trial.add_argument("--image-size", type=_positive_int, metavar="N",
+                       help="square image side (default: the dataset's, e.g. 28 for mnist)")
+    trial.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per batch (default: 64)")
+    trial.add_argument("--z-dim", type=_positive_int, metavar="N", help="latent dimension (default: 64)")
     trial.add_argument("--z-dist", choices=["uniform", "normal"],
                        help="latent distribution: U[-1, 1] or N(0, I) (default: uniform; the vae always uses normal)")
     trial.add_argument("--lr", type=float, help=f"learning rate of both networks ({LOSS_DEFAULT})")
     trial.add_argument("--beta1", type=float, help=f"Adam's beta1 ({LOSS_DEFAULT})")
     trial.add_argument("--beta2", type=float, help=f"Adam's beta2 ({LOSS_DEFAULT})")
-    trial.add_argument("--n-disc", type=int, metavar="N", help=f"discriminator steps per generator step "
-                                                               f"({LOSS_DEFAULT})")
+    trial.add_argument("--n-disc", type=_positive_int, metavar="N",
+                       help=f"discriminator steps per generator step ({LOSS_DEFAULT})")
     trial.add_argument("--gp-lambda", type=float, help=f"WGAN-GP / DRAGAN penalty weight ({LOSS_DEFAULT})")
     trial.add_argument("--clip", type=float, help=f"WGAN weight clipping bound ({LOSS_DEFAULT})")
     trial.add_argument("--began-gamma", type=float, help=f"BEGAN's diversity ratio gamma ({LOSS_DEFAULT})")
@@ -348,19 +435,20 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--init", choices=["model", "compare_gan", "pytorch"],
                        help="weight initialisation: the model's own (infogan: compare_gan's), compare_gan v1's "
                             "N(0, 0.02) and TF batch norm, or PyTorch's layer defaults (default: model)")
-    trial.add_argument("--eval-every", type=int, metavar="N", help="score every N steps and at the last (default: at "
-                                                                   "the last step only)")
+    trial.add_argument("--eval-every", type=_positive_int, metavar="N",
+                       help="score every N steps and at the last (default: at the last step only)")
     trial.add_argument("--extractor", choices=["domain", "inception"],
                        help="features of FID and KID: a classifier trained on the dataset's labels, or torch-fidelity's"
                             " Inception (fetch its weights with `gan-bench prefetch --inception`) (default: domain)")
     trial.add_argument("--inception-weights", metavar="FILE",
                        help="local weights file of torch-fidelity's inception-v3-compat (default: where `gan-bench "
                             "prefetch --inception` puts it, under $GAN_BENCH_CACHE, else ~/.cache/gan-bench)")
-    trial.add_argument("--num-samples", type=int, metavar="N", help="generated samples per evaluation (default: 1000)")
+    trial.add_argument("--num-samples", type=_positive_int, metavar="N",
+                       help="generated samples per evaluation (default: 1000)")
     trial.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
                        help="a custom loss's own hyperparameter (one of its keyword arguments; repeatable)")
     trial.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the batches and the latents")
-    trial.add_argument("--threads", type=int, metavar="N",
+    trial.add_argument("--threads", type=_positive_int, metavar="N",
                        help="torch's CPU threads (default: torch's own, all cores); results are bit-identical only "
                             "at the same thread count")
     trial.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda or cuda:N")
@@ -373,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "run (or continue) a study")
     run.add_argument("study", help="a study YAML file")
-    run.add_argument("--workers", type=int, metavar="N", help="worker processes or SLURM array tasks (default: the "
-                                                              "study's executor.workers)")
+    run.add_argument("--workers", type=_positive_int, metavar="N",
+                     help="worker processes or SLURM array tasks (default: the study's executor.workers)")
     run.add_argument("--results", metavar="DIR", help="results folder (default: results/STUDY_NAME)")
     run.add_argument("--executor", choices=["local", "slurm"], help="run on this executor, with its defaults "
                                                                     "(default: the study's)")
@@ -396,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "where it has classes (repeatable)")
     fetch.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                        help="an option of every --dataset, as for `gan-bench trial` (repeatable)")
-    fetch.add_argument("--image-size", type=int, metavar="N", help="image side of the caches (default: each "
+    fetch.add_argument("--image-size", type=_positive_int, metavar="N", help="image side of the caches (default: each "
                                                                    "dataset's)")
     fetch.add_argument("--inception", action="store_true",
                        help="instead of a study: torch-fidelity's Inception weights, where `gan-bench trial "

@@ -16,8 +16,11 @@ trial resumes from its last checkpoint — so its metrics are the same as withou
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import json
+import socket
 import multiprocessing
 import os
 import signal
@@ -26,11 +29,12 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import pandas as pd
 from tqdm import tqdm
 
-from bench import BenchError, runner
+from bench import BenchError, runner, workers
 from bench.io import atomic_write_json
 from bench.study import LocalExecutor, SlurmExecutor, Study
 
@@ -52,8 +56,9 @@ def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str]) 
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.update(env)
     # Each trial sets torch's thread count itself (the study's `threads`), so that the worker count cannot change
-    # the order of float sums, hence the results.
-    runner.work(Study.model_validate_json(study_json), Path(results_dir), stage)
+    # the order of float sums, hence the results. The worker's name (host and pid) on the trials it claims lets the
+    # driver and `status` tell its trials from those of a worker that died.
+    runner.work(Study.model_validate_json(study_json), Path(results_dir), stage, worker=workers.local_name())
 
 
 def worker_environments(workers: int, gpus: list[str]) -> list[dict[str, str]]:
@@ -98,15 +103,15 @@ def local_worker_environments(executor: LocalExecutor, visible: list[str],
     return worker_environments(count, gpus)
 
 
-def follow(study: Study, results_dir: Path, stage: str, running: Callable[[], bool], progress: bool) -> None:
-    """Shows the stage's progress until `running()` turns false, one line per trial as it ends (data set, loss,
-    sample, status, best FID, steps/s); results.csv is rewritten as trials finish."""
+def follow(study: Study, results_dir: Path, stage: str | None, running: Callable[[], bool], progress: bool) -> None:
+    """Shows the progress of a stage (every stage: None) until `running()` turns false, one line per trial as it
+    ends (data set, loss, sample, status, best FID, steps/s); results.csv is rewritten as trials finish."""
     storage = runner.open_storage(study, results_dir)
     total = sum(part.trials for part in study.plan(stage))
-    label = f"{study.name} ({stage})"
+    label = f"{study.name} ({stage or 'all stages'})"
     ended = runner.finished_trials(study, storage, stage)  # before this run: not reported again
     table = runner.counts(study, storage, stage)
-    finished = int((table["budget"] - table["to_do"]).sum())
+    finished = _finished(table)
     # disable=None: no bar when the output is not a terminal (a log file would fill with redraws). Starting at what
     # earlier runs finished and advancing by update(), the bar's rate, hence its ETA, is this run's own throughput.
     bar = tqdm(total=total, initial=finished, disable=None if progress else True, desc=label, unit="trial",
@@ -115,7 +120,7 @@ def follow(study: Study, results_dir: Path, stage: str, running: Callable[[], bo
         while True:
             alive = running()
             table = runner.counts(study, storage, stage)
-            done = int((table["budget"] - table["to_do"]).sum())
+            done = _finished(table)
             if done != finished:
                 runner.write_results(study, storage, results_dir)
                 for key, line in runner.finished_trials(study, storage, stage).items():
@@ -128,7 +133,8 @@ def follow(study: Study, results_dir: Path, stage: str, running: Callable[[], bo
                 bar.update(done - finished)
                 finished = done
             bar.set_postfix(done=int(table["completed"].sum()), running=int(table["running"].sum()),
-                            diverged=int(table["diverged"].sum()), failed=int(table["failed"].sum()))
+                            diverged=int(table["diverged"].sum()), failed=int(table["failed"].sum()),
+                            **({"stale": int(table["stale"].sum())} if table["stale"].sum() else {}))
             bar.refresh()
             if not alive:
                 break
@@ -138,35 +144,116 @@ def follow(study: Study, results_dir: Path, stage: str, running: Callable[[], bo
     runner.write_results(study, storage, results_dir)
 
 
-def run_local(study: Study, results_dir: Path, stage: str = "search", workers: int | None = None,
+def _finished(table: pd.DataFrame) -> int:
+    """Samples that need no more work: finished, or in a skipped part."""
+    return int((table["budget"] - table[list(runner.UNFINISHED)].sum(axis=1)).sum())
+
+
+def run_local(study: Study, results_dir: Path, stage: str = "search", workers_count: int | None = None,
               progress: bool = True) -> None:
-    """Runs one stage with local worker processes and shows progress until they are done."""
+    """Runs one stage with local worker processes and shows progress until they are done. A worker that dies (killed
+    for memory, a crash in native code) is replaced, and the trial it was running goes back to the queue, where it
+    resumes from its last checkpoint."""
     executor = study.executor if isinstance(study.executor, LocalExecutor) else LocalExecutor()
     runner.prepare(study, results_dir, stage)
-    environments = local_worker_environments(executor, visible_gpus(), workers)
+    environments = local_worker_environments(executor, visible_gpus(), workers_count)
     cores = os.cpu_count() or 1
     if not any(environments) and len(environments) * study.threads > cores:
         warnings.warn(f"{len(environments)} workers × threads {study.threads} > {cores} CPU cores: the workers will "
                       "slow each other down (results stay the same); use fewer workers or threads")
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), stage, env),
-                                 daemon=False) for env in environments]
-    for process in processes:
+    storage = runner.open_storage(study, results_dir)
+
+    def start(env: dict[str, str]) -> multiprocessing.Process:
+        process = context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), stage, env))
         process.start()
+        return process
+
+    processes = [(start(env), env) for env in environments]
+    handled: set[int] = set()  # dead workers already dealt with, by pid
+    deaths: list[str] = []
+
+    def supervise() -> bool:
+        """Replaces each worker that died holding a trial; whether any worker is alive."""
+        for i, (process, env) in enumerate(processes):
+            if process.is_alive() or process.exitcode == 0 or process.pid in handled:
+                continue
+            handled.add(process.pid)
+            how = (f"signal {signal.Signals(-process.exitcode).name}" if process.exitcode < 0
+                   else f"exit code {process.exitcode}")
+            deaths.append(how)
+            # One that died between trials (at start-up, say) would die again: it is not replaced.
+            if runner.release(study, storage, stage, workers.local_name(process.pid), died=how):
+                processes[i] = (start(env), env)
+            print(f"gan-bench: a worker (pid {process.pid}) died ({how})" + (
+                f"; its trial is queued again and worker pid {processes[i][0].pid} replaces it"
+                if processes[i][0] is not process else ""), file=sys.stderr, flush=True)
+        return any(p.is_alive() for p, _ in processes)
+
     try:
-        follow(study, results_dir, stage, lambda: any(p.is_alive() for p in processes), progress)
+        follow(study, results_dir, stage, supervise, progress)
     except BaseException:  # Ctrl-C or SIGTERM to the driver: stop the workers, give their trials back, save
-        _stop(processes)
-        storage = runner.open_storage(study, results_dir)
+        _stop([p for p, _ in processes])
         runner.requeue_running(study, storage, stage)
         runner.write_results(study, storage, results_dir)
         raise
     finally:
-        for process in processes:
+        for process, _ in processes:
             process.join()
-    broken = [p.exitcode for p in processes if p.exitcode]
-    if broken:
-        raise RuntimeError(f"{len(broken)} worker(s) exited with codes {broken}; re-run the command to continue")
+    left = int(runner.counts(study, storage, stage)[list(runner.UNFINISHED)].sum().sum())
+    if left:
+        raise BenchError(f"{left} trials of the {stage} stage are unfinished: its workers died "
+                         f"({', '.join(deaths)}); run the command again to continue")
+
+
+# One driver per results folder: a second one would take the first one's running trials for dead ones, queue them
+# again and run them twice. It holds an exclusive lock on this file while it runs (released by the kernel however it
+# ends) and says who it is in DRIVER.
+DRIVER_LOCK, DRIVER = ".driver.lock", ".driver.json"
+
+
+@contextlib.contextmanager
+def driving(results_dir: Path) -> Iterator[None]:
+    """Holds the results folder for this command while it drives the study; one line (BenchError) if another
+    `gan-bench run` holds it."""
+    with open(results_dir / DRIVER_LOCK, "a") as handle:
+        deadline = time.monotonic() + 2.0  # a `status` probing the lock holds it for microseconds
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{results_dir}: another gan-bench run drives this study ({_driver(results_dir)})"
+                                     f"; follow it with `gan-bench status {results_dir} --wait`, or stop it and run "
+                                     "this command again") from None
+                time.sleep(0.1)
+        atomic_write_json(results_dir / DRIVER, {"host": socket.gethostname(), "pid": os.getpid(),
+                                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        yield
+
+
+def _driver(results_dir: Path) -> str:
+    try:
+        who = json.loads((results_dir / DRIVER).read_text())
+        return f"pid {who['pid']} on {who['host']}, since {who['started']}"
+    except (OSError, ValueError, KeyError):
+        return "its details are unknown"
+
+
+def driver_running(results_dir: Path) -> bool:
+    """Whether a `gan-bench run` drives the study in `results_dir` now (on any host that shares the lock)."""
+    try:
+        handle = open(results_dir / DRIVER_LOCK)
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def _stop(processes: list[multiprocessing.Process], grace: float = 5.0) -> None:
@@ -309,7 +396,7 @@ def run_slurm(study: Study, results_dir: Path, stage: str, executor: SlurmExecut
         return job_id
     follow(study, results_dir, stage, lambda: active_tasks(job_id) > 0, progress)
     table = runner.counts(study, runner.open_storage(study, results_dir), stage)
-    unfinished = int(table["to_do"].sum())
+    unfinished = int(table[list(runner.UNFINISHED)].sum().sum())
     if unfinished:
         states = ", ".join(f"{n} {state}" for state, n in task_states(job_id).items())
         raise BenchError(f"{unfinished} trials of the {stage} stage are unfinished and array job {job_id} has ended "

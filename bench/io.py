@@ -40,6 +40,26 @@ def _new_temporary(path: Path) -> Path:
     raise FileExistsError(f"no free temporary file name beside {path}")
 
 
+def adopt_default_mode(folder: Path) -> None:
+    """Gives every file under `folder` that a library created 0600 (tempfile's way: torch-fidelity's feature cache,
+    gdown's CelebA download) the mode a new file gets here, as `_new_temporary` does: that of a probe file created
+    beside it with 0666, i.e. the umask or the folder's default ACL. Files of other modes are left as they are."""
+    for path in Path(folder).rglob("*"):
+        try:
+            info = path.lstat()
+        except FileNotFoundError:  # another process's temporary file, renamed meanwhile
+            continue
+        if not path.is_file() or path.is_symlink() or info.st_mode & 0o777 != 0o600 or info.st_uid != os.getuid():
+            continue
+        probe = _new_temporary(path)
+        try:
+            mode = probe.stat().st_mode & 0o777
+        finally:
+            probe.unlink()
+        if mode != 0o600:
+            os.chmod(path, mode)
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Writes `path` through `write(tmp)` into a temporary file beside it, then renames that over `path`: readers
     see the old file or the new one, never a part, and a failure (or an interrupt) leaves the old one and no
@@ -57,6 +77,10 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     _atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

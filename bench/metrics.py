@@ -27,7 +27,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from bench import BenchError
 from bench.data import Dataset
-from bench.io import atomic_torch_save, atomic_write_json, cache_dir
+from bench.io import adopt_default_mode, atomic_torch_save, atomic_write_json, cache_dir
 
 DOMAIN_EXTRACTOR = "gan-bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -317,6 +317,7 @@ class Scorer:
             save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
             verbose=False,
         )
+        adopt_default_mode(cache_dir() / "fidelity")  # torch-fidelity writes its cache 0600: others of a group share it
         names = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
                  "kernel_inception_distance_std": "kid_std", "inception_score_mean": "isc",
                  "inception_score_std": "isc_std", "precision": "precision", "recall": "recall",

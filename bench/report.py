@@ -10,6 +10,7 @@ statistic: their FID is of a shorter training."""
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from pathlib import Path
@@ -29,11 +30,27 @@ PAPER_EXTRACTOR = "inception-v3-compat"
 PANELS_PER_ROW = 4
 
 
+class DamagedResults(BenchError):
+    """results.csv cannot be read as gan-bench writes it (cut short, overwritten, not a CSV)."""
+
+
+RESULT_COLUMNS = ("dataset", "loss", "trial", "seed", "step", "status")
+
+
 def read_results(results_dir: Path) -> pd.DataFrame:
     path = Path(results_dir) / "results.csv"
     if not path.is_file():
         raise BenchError(f"{path}: not found; run the study first (gan-bench run STUDY.yaml)")
-    results = pd.read_csv(path)
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):  # written whole it ends with a line end: this one was cut short
+        raise DamagedResults(f"{path}: damaged (cut short)")
+    try:
+        results = pd.read_csv(io.BytesIO(data))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DamagedResults(f"{path}: damaged ({' '.join(str(error).split())})") from None
+    missing = [column for column in RESULT_COLUMNS if column not in results]
+    if missing:
+        raise DamagedResults(f"{path}: damaged (no column {', '.join(missing)})")
     if "stage" not in results:
         results["stage"] = "search"
     return results

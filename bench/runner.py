@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
+import os
+import sys
 import time
 import traceback
 import zlib
@@ -23,8 +26,8 @@ import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from bench import BenchError, losses
-from bench.io import atomic_write_text
+from bench import BenchError, losses, workers
+from bench.io import atomic_write_bytes, atomic_write_text
 from bench.metrics import protocol_id
 from bench.study import STAGES, Distribution, Part, Study
 from bench.trial import FALLBACK_DEFAULTS, TrialConfig, folder_name, run_trial
@@ -38,11 +41,20 @@ def optuna_name(study: Study, part: Part) -> str:
     return base if part.stage == "search" else f"{base}/{part.stage}"
 
 
+_DATABASES: dict[str, optuna.storages.BaseStorage] = {}
+
+
 def open_storage(study: Study, results_dir: Path) -> optuna.storages.BaseStorage:
     """The study's storage URL, or by default a journal file in the results folder (fine for one host)."""
     if study.storage:
-        return optuna.storages.get_storage(study.storage)
-    backend = optuna.storages.journal.JournalFileBackend(str(results_dir / "optuna.journal"))
+        # One per URL and process: each RDBStorage holds a connection pool, which Optuna never closes.
+        if study.storage not in _DATABASES:
+            _DATABASES[study.storage] = optuna.storages.get_storage(study.storage)
+        return _DATABASES[study.storage]
+    damage = journal_damage(results_dir / JOURNAL)
+    if damage is not None and not damage[2]:  # a torn last record does not stop readers; `prepare` cuts it off
+        raise BenchError(damaged_journal(results_dir / JOURNAL, damage[0]))
+    backend = optuna.storages.journal.JournalFileBackend(str(results_dir / JOURNAL))
     return optuna.storages.JournalStorage(backend)
 
 
@@ -145,9 +157,9 @@ def best_configuration(study: Study, storage: optuna.storages.BaseStorage, datas
     a seed without any finite FID makes the trial ineligible."""
     ostudy = optuna.load_study(study_name=optuna_name(study, Part("search", dataset, loss, 0)), storage=storage)
     candidates = []
-    for trial in ostudy.get_trials(deepcopy=False):
+    for trial in latest_trials(ostudy.get_trials(deepcopy=False), finished_only=True).values():
         runs = trial.user_attrs.get("runs")
-        if not runs or trial.user_attrs.get("status") == "pruned":  # failed, interrupted, not run, or trained less
+        if not runs or trial.user_attrs.get("status") == "pruned":  # failed, or trained less
             continue
         bests = [run_best_fid(run["rows"]) for run in runs]
         if all(math.isfinite(b) for b in bests):
@@ -216,7 +228,7 @@ def unfinished(study: Study, storage: optuna.storages.BaseStorage, stage: str) -
     """The rows of `counts` whose (dataset, loss) still has trials to do or running; a stage not prepared yet has
     every trial to do."""
     table = counts(study, storage, stage)
-    return table[(table["to_do"] > 0) | (table["running"] > 0)]
+    return table[table[list(UNFINISHED)].sum(axis=1) > 0]
 
 
 def _check_search_finished(study: Study, storage: optuna.storages.BaseStorage, where: str = "") -> None:
@@ -227,7 +239,7 @@ def _check_search_finished(study: Study, storage: optuna.storages.BaseStorage, w
                "run the search stage first (gan-bench run STUDY.yaml --stage search)")
         raise BenchError(f"the confirm stage starts from the search's results{' in ' + where if where else ''}, but "
                          f"{len(unfinished_searches)} (dataset, loss) searches are unfinished (e.g. "
-                         f"{row['dataset']}/{row['loss']}: {row['to_do']} trials to do); {fix}")
+                         f"{row['dataset']}/{row['loss']}: {row[list(UNFINISHED)].sum()} trials not finished); {fix}")
 
 
 def _planned_trials(study: Study, storage: optuna.storages.BaseStorage,
@@ -249,8 +261,14 @@ def _planned_trials(study: Study, storage: optuna.storages.BaseStorage,
 
 
 def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.storages.BaseStorage:
-    """Creates each Optuna study of the stage once, enqueues its trials, and re-enqueues trials a dead process left
-    running. The confirm stage enqueues the best search configuration of each (dataset, loss) once per seed."""
+    """Creates each Optuna study of the stage once and enqueues its trials; on a study that has results, enqueues
+    only what is missing: samples added to the budget, a sample whose trial was interrupted, and finished search
+    trials again when seeds were added (they replay their finished seeds from their checkpoints and train the new
+    ones). Trials a dead process left running go back to the queue, and a journal whose last record a crash cut
+    short is repaired. The confirm stage enqueues the best search configuration of each (dataset, loss) once per
+    seed. Only the driver calls this, with no worker running (see `executors.driving`)."""
+    if study.storage is None:
+        repair_journal(results_dir / JOURNAL)
     storage = open_storage(study, results_dir)
     if stage == "confirm":
         if study.confirm.source is None:
@@ -260,16 +278,86 @@ def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.st
     for part in study.plan(stage):
         ostudy = optuna.create_study(study_name=optuna_name(study, part), storage=storage, direction="minimize",
                                      load_if_exists=True)
+        if "skipped" in ostudy.user_attrs:
+            continue
         trials = ostudy.get_trials(deepcopy=False)
-        if not trials and "skipped" not in ostudy.user_attrs:
-            planned = _planned_trials(study, storage, part)
-            if not planned:  # no search trial of this pair has a finite FID: there is nothing to confirm
-                ostudy.set_user_attr("skipped", "no search trial with a finite FID")
-            for params, attrs in planned:
+        if part.stage == "confirm" and trials:
+            continue  # its configuration is chosen once: a search trial finishing later must not change it
+        current = latest_trials(trials)
+        planned = _planned_trials(study, storage, part)
+        if part.stage == "confirm" and not planned:  # no search trial of this pair has a finite FID: there is nothing to confirm
+            ostudy.set_user_attr("skipped", "no search trial with a finite FID")
+        for params, attrs in planned:
+            trial = current.get(attrs["sample"])
+            if trial is None or trial.user_attrs.get("status") == "interrupted":  # a copy was never enqueued
                 ostudy.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+        for trial in current.values():
+            seeds = {run["seed"] for run in trial.user_attrs.get("runs", [])}
+            if trial.user_attrs.get("status") in ("completed", "diverged", "collapsed") and seeds != set(study.seeds):
+                ostudy.enqueue_trial(trial.params, user_attrs=_kept_attrs(trial), skip_if_exists=False)
     # No worker runs while the driver prepares, so a RUNNING trial belongs to a process that died.
     requeue_running(study, storage, stage)
     return storage
+
+
+def latest_trials(trials: list[optuna.trial.FrozenTrial],
+                  finished_only: bool = False) -> dict[int, optuna.trial.FrozenTrial]:
+    """Per sample, the trial that stands for it: its latest. A sample has several when a trial was interrupted and
+    queued again, or finished and queued again to train seeds added to the study; the latest supersedes the
+    others. With `finished_only`, the latest that finished: its results stand until the one queued after it ends."""
+    out = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        if "sample" in trial.user_attrs and (not finished_only or trial.user_attrs.get("status") in FINISHED):
+            out[trial.user_attrs["sample"]] = trial
+    return out
+
+
+JOURNAL = "optuna.journal"
+
+
+def journal_damage(path: Path) -> tuple[int, int, bool] | None:
+    """The first record of a journal file that is not one whole JSON line, as (line number, byte offset, whether it
+    is the last line); None if every record is whole."""
+    if not path.is_file():
+        return None
+    offset, damage = 0, None
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if damage is not None:
+                return damage[0], damage[1], False
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("no line end")
+                json.loads(line)
+            except ValueError:
+                damage = (number, offset)
+            offset += len(line)
+    return None if damage is None else (damage[0], damage[1], True)
+
+
+def repair_journal(path: Path) -> None:
+    """Cuts off a last record that a crash or a full disk left half-written (Optuna would append the next one to it,
+    which damages the journal for good); the records before it, every finished trial among them, are kept, and the
+    cut bytes saved beside it. A damaged record followed by others cannot be repaired safely: one line says so."""
+    damage = journal_damage(path)
+    if damage is None:
+        return
+    line, offset, last = damage
+    if not last:
+        raise BenchError(damaged_journal(path, line))
+    data = path.read_bytes()
+    atomic_write_bytes(path.with_name(path.name + ".torn"), data[offset:])
+    with open(path, "r+b") as handle:
+        handle.truncate(offset)
+        os.fsync(handle.fileno())
+    print(f"gan-bench: {path}: its last record (line {line}) was cut short by a crash; removed it (saved in "
+          f"{path.name}.torn), the {line - 1} records before it are kept", file=sys.stderr, flush=True)
+
+
+def damaged_journal(path: Path, line: int) -> str:
+    return (f"{path}: record {line} is damaged and later records follow it; keep a copy of the file, then keep the "
+            f"records before it (head -n {line - 1} {path} > {path}.kept && mv {path}.kept {path}) or run the "
+            "study into another --results folder")
 
 
 def requeue_running(study: Study, storage: optuna.storages.BaseStorage, stage: str) -> int:
@@ -285,25 +373,48 @@ def requeue_running(study: Study, storage: optuna.storages.BaseStorage, stage: s
     return requeued
 
 
-def _requeue(storage: optuna.storages.BaseStorage, ostudy: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+# Trial attributes a trial queued again keeps: what it trains, not how its previous run went.
+KEPT_ATTRS = ("sample", "seed", "source_trial", "source", "config", "overrides", "worker_deaths")
+
+
+def _kept_attrs(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {k: v for k, v in trial.user_attrs.items() if k in KEPT_ATTRS}
+
+
+def _requeue(storage: optuna.storages.BaseStorage, ostudy: optuna.Study, trial: optuna.trial.FrozenTrial,
+             **attrs: Any) -> None:
     """Marks an interrupted trial failed and enqueues it again; run again, it resumes from its checkpoints."""
     storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
     storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    attrs = {k: v for k, v in trial.user_attrs.items()
-             if k in ("sample", "seed", "source_trial", "source", "config", "overrides")}
-    ostudy.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
+    ostudy.enqueue_trial(trial.params, user_attrs={**_kept_attrs(trial), **attrs}, skip_if_exists=False)
 
 
-def release(study: Study, storage: optuna.storages.BaseStorage, stage: str, worker: str) -> int:
+# A trial whose worker died this many times (killed by the kernel for memory, a crash in native code) is failed
+# rather than run again: it would take down every worker that tries it.
+MAX_WORKER_DEATHS = 3
+
+
+def release(study: Study, storage: optuna.storages.BaseStorage, stage: str, worker: str,
+            died: str | None = None) -> int:
     """Re-enqueues the trials a worker of this name left running: a requeued SLURM task (same array job and task
-    id) that was killed mid-trial. Returns how many."""
+    id) that was killed mid-trial, or (`died`: how) a local worker that died. Returns how many."""
     released = 0
     for part in study.plan(stage):
         ostudy = optuna.load_study(study_name=optuna_name(study, part), storage=storage)
         for trial in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get("worker") == worker:
+            if trial.user_attrs.get("worker") != worker:
+                continue
+            released += 1
+            if died is None:
                 _requeue(storage, ostudy, trial)
-                released += 1
+                continue
+            deaths = trial.user_attrs.get("worker_deaths", 0) + 1
+            if deaths < MAX_WORKER_DEATHS:
+                _requeue(storage, ostudy, trial, worker_deaths=deaths)
+            else:
+                storage.set_trial_user_attr(trial._trial_id, "status", "failed")
+                storage.set_trial_user_attr(trial._trial_id, "error", f"its worker died {deaths} times ({died})")
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     return released
 
 
@@ -442,47 +553,58 @@ def _existing(storage: optuna.storages.BaseStorage) -> set[str]:
     return {s.study_name for s in storage.get_all_studies()}
 
 
-def finished_trials(study: Study, storage: optuna.storages.BaseStorage, stage: str) -> dict[tuple[str, str, int], str]:
-    """Every trial of the stage that has ended, by (dataset, loss, sample), described in one line: its status, its
-    best FID and its training speed (steps per second over its runs)."""
+def finished_trials(study: Study, storage: optuna.storages.BaseStorage,
+                    stage: str | None) -> dict[tuple[str, str, str, int, int], str]:
+    """The trial that stands for each finished sample, by (stage, dataset, loss, sample, trial number), described in
+    one line: its status, its best FID and its training speed (steps per second over its runs)."""
     out, existing = {}, _existing(storage)
     for part in study.plan(stage):
         if optuna_name(study, part) not in existing:
             continue
-        for trial in optuna.load_study(study_name=optuna_name(study, part), storage=storage).get_trials(deepcopy=False):
-            status, runs = trial.user_attrs.get("status"), trial.user_attrs.get("runs", [])
-            if status is None or status == "interrupted" or trial.state == TrialState.RUNNING:
-                continue
+        trials = optuna.load_study(study_name=optuna_name(study, part), storage=storage).get_trials(deepcopy=False)
+        for sample, trial in latest_trials(trials, finished_only=True).items():
+            status, runs = trial.user_attrs["status"], trial.user_attrs.get("runs", [])
             best = min((run_best_fid(run["rows"]) for run in runs), default=math.inf)
             seconds = sum(run.get("train_seconds", 0.0) for run in runs)
             speed = f", {sum(run['steps_done'] for run in runs) / seconds:.1f} steps/s" if seconds else ""
-            sample = trial.user_attrs["sample"]
-            out[(part.dataset, part.loss, sample)] = (
-                f"{part.dataset} {part.loss} sample {sample}: {status}"
+            stage_name = "" if part.stage == "search" else f" ({part.stage})"
+            out[(part.stage, part.dataset, part.loss, sample, trial.number)] = (
+                f"{part.dataset} {part.loss}{stage_name} sample {sample}: {status}"
                 + (f", best FID {best:.4g}" if math.isfinite(best) else ", no FID") + speed)
     return out
 
 
+# What each sample of a stage is now, one of these: the statuses of a finished trial, then those of one that is not.
+FINISHED = ("completed", "diverged", "collapsed", "pruned", "failed")
+UNFINISHED = ("running", "stale", "queued")
+
+
 def counts(study: Study, storage: optuna.storages.BaseStorage, stage: str | None = None) -> pd.DataFrame:
-    """Per stage and (dataset, loss): trials completed / diverged / collapsed / pruned / failed (one status each),
-    running, to do (every sample not finished, the running ones included), the best FID so far (of trials that
-    were not pruned) and why a part was skipped (a confirm stage whose search has no completed trial). A pruned
-    trial is finished: it is not to do again."""
-    finished_statuses = ("completed", "diverged", "collapsed", "pruned", "failed")
-    rows, existing = [], _existing(storage)
+    """Per stage and (dataset, loss), where each of its `budget` samples stands, by the trial that stands for it
+    (`latest_trials`): finished as completed / diverged / collapsed / pruned / failed, or running (its worker
+    alive, or not known to be dead), stale (running, but its worker is gone: the next `gan-bench run` queues it
+    again), or queued (waiting, or not drawn yet). The columns sum to `budget`, except for a skipped confirm stage
+    (its search has no finite FID). Also the best FID so far, of trials trained to the end."""
+    parts, running, existing = [], [], _existing(storage)
     for part in study.plan(stage):
         name = optuna_name(study, part)
         ostudy = optuna.load_study(study_name=name, storage=storage) if name in existing else None
         trials = ostudy.get_trials(deepcopy=False) if ostudy else []
+        current = latest_trials(trials)
         skipped = ostudy.user_attrs.get("skipped", "") if ostudy else ""
-        status = [t.user_attrs.get("status") for t in trials]
-        finished = {t.user_attrs["sample"] for t, s in zip(trials, status) if s in finished_statuses}
-        # COMPLETE only: a pruned trial's value (its last FID, of a shorter training) is not a best FID.
-        values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+        parts.append((part, trials, current, skipped))
+        running += [t for t in current.values() if t.state == TrialState.RUNNING]
+    gone = workers.dead({t.user_attrs["worker"] for t in running if "worker" in t.user_attrs})
+    rows = []
+    for part, trials, current, skipped in parts:
+        status = [t.user_attrs.get("status") for t in current.values()]
         row = {"stage": part.stage, "dataset": part.dataset, "loss": part.loss, "budget": part.trials}
-        row.update({s: status.count(s) for s in finished_statuses})
-        row["running"] = sum(t.state == TrialState.RUNNING for t in trials)
-        row["to_do"] = 0 if skipped else part.trials - len(finished)
+        row.update({s: status.count(s) for s in FINISHED})
+        alive = [t.user_attrs.get("worker") not in gone for t in current.values() if t.state == TrialState.RUNNING]
+        row["running"], row["stale"] = sum(alive), alive.count(False)
+        row["queued"] = 0 if skipped else part.trials - sum(row[s] for s in (*FINISHED, "running", "stale"))
+        # COMPLETE only: a pruned trial's value (its last FID, of a shorter training) is not a best FID.
+        values = [t.value for t in latest_trials(trials, finished_only=True).values() if t.state == TrialState.COMPLETE]
         row["best_fid"] = min(values) if values else float("nan")
         row["skipped"] = skipped
         rows.append(row)
@@ -490,7 +612,8 @@ def counts(study: Study, storage: optuna.storages.BaseStorage, stage: str | None
 
 
 def results_table(study: Study, storage: optuna.storages.BaseStorage) -> pd.DataFrame:
-    """One row per (trial, seed, evaluation step) of every finished trial of every stage; a diverged run without
+    """One row per (trial, seed, evaluation step) of every finished sample of every stage (its latest finished
+    trial: a sample queued again keeps its rows until the new trial ends); a diverged run without
     any evaluation still gets one row, with no metrics, so that it is counted. `status` is the run's own: completed,
     diverged, collapsed or pruned (a pruned trial's rows stay apart from those of runs trained to the end)."""
     rows, existing = [], _existing(storage)
@@ -498,7 +621,7 @@ def results_table(study: Study, storage: optuna.storages.BaseStorage) -> pd.Data
         if optuna_name(study, part) not in existing:
             continue
         trials = optuna.load_study(study_name=optuna_name(study, part), storage=storage).get_trials(deepcopy=False)
-        for trial in trials:
+        for trial in latest_trials(trials, finished_only=True).values():
             for run in trial.user_attrs.get("runs", []):
                 protocol = run.get("protocol") or {"extractor": run["extractor"]}
                 base = {"stage": part.stage, "dataset": part.dataset, "loss": part.loss,
@@ -526,16 +649,58 @@ def write_results(study: Study, storage: optuna.storages.BaseStorage, results_di
     return table
 
 
+# What a study with results may change: where it runs, and a confirm stage added later.
+FREE_FIELDS = ("executor", "data_root", "stages")
+# Fields keyed by dataset or by loss: an entry for a dataset or loss added to the study is growth.
+PER_DATASET = ("dataset_options", "model_per_dataset", "budget.steps", "budget.eval_every", "budget.evaluations")
+PER_LOSS = ("loss_search_space", "loss_defaults", "variants")
+_ABSENT = object()
+
+
+def _differences(old: Any, new: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted field, old value, new value) of every field that differs, dict entries one by one."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            yield from _differences(old.get(key, _ABSENT), new.get(key, _ABSENT), f"{path}.{key}" if path else key)
+    elif old != new:
+        yield path, old, new
+
+
+def _growth(field: str, old: Any, new: Any, before: dict[str, Any]) -> bool:
+    """Whether a difference only adds to the study: trials of its own, none of the existing ones changed."""
+    if field in ("datasets", "losses", "seeds"):
+        return isinstance(new, list) and all(value in new for value in old)
+    if field == "budget.samples":
+        return new >= old
+    parent, _, key = field.rpartition(".")
+    if old is _ABSENT and parent in PER_DATASET:
+        return key not in before["datasets"]
+    return old is _ABSENT and parent in PER_LOSS and key not in before["losses"]
+
+
 def check_results_dir(study: Study, results_dir: Path) -> None:
-    """A results folder belongs to one study: refuse to mix a different one into it."""
+    """A results folder belongs to one study. The study may grow (more samples, seeds, datasets or losses: only the
+    new trials run); any other change would alter what its finished trials mean, and is refused with every
+    differing field named."""
     import yaml
 
     saved = results_dir / "study.yaml"
-    if saved.exists():
-        previous = yaml.safe_load(saved.read_text())
-        current = study.model_dump(mode="json")
-        for key in ("executor", "data_root", "stages"):  # where it runs, and a confirm stage added later, are fine
-            previous.pop(key, None), current.pop(key, None)
-        if previous != current:
-            raise BenchError(f"{results_dir}: holds a different study (see its study.yaml); "
-                             "choose another folder with --results")
+    if not saved.exists():
+        return
+    before = yaml.safe_load(saved.read_text())
+    now = study.model_dump(mode="json")
+    for key in FREE_FIELDS:
+        before.pop(key, None), now.pop(key, None)
+    for key in ("steps", "eval_every", "evaluations"):  # one number for all, the other one per dataset: by dataset
+        if {type(before["budget"].get(key)), type(now["budget"].get(key))} == {int, dict}:
+            for fields in (before, now):
+                if isinstance(fields["budget"][key], int):
+                    fields["budget"][key] = {dataset: fields["budget"][key] for dataset in fields["datasets"]}
+    changed = [(field, old, new) for field, old, new in _differences(before, now)
+               if not _growth(field, old, new, before)]
+    if changed:
+        said = "; ".join(f"{field}: {'absent' if old is _ABSENT else json.dumps(old)} there, "
+                         f"{'absent' if new is _ABSENT else json.dumps(new)} here" for field, old, new in changed)
+        raise BenchError(f"{results_dir} holds this study with other settings ({said}); a study with results may only "
+                         "grow (more samples, seeds, datasets or losses); run the changed study with another "
+                         "--results folder")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from bench import BenchError, data, losses, models
 from bench.metrics import MetricsConfig
-from bench.trial import HYPERPARAMETERS, StepCount, TrialConfig
+from bench.trial import HYPERPARAMETERS, MAX_EVALUATIONS, StepCount, TrialConfig
 
 
 class StudyError(BenchError):
@@ -31,8 +31,8 @@ class Distribution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dist: Literal["loguniform", "uniform", "int", "choice"]
-    low: float | None = None
-    high: float | None = None
+    low: float | None = Field(None, allow_inf_nan=False)  # NaN would pass every range check below: it compares false
+    high: float | None = Field(None, allow_inf_nan=False)
     values: list[Union[bool, int, float, str]] | None = None
 
     @model_validator(mode="after")
@@ -78,19 +78,26 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    samples: int = Field(ge=1, description="hyperparameter samples per (dataset, loss)")
+    # Bounded: every sample is drawn and enqueued up front, so 10^30 would hang the driver rather than fail.
+    samples: int = Field(ge=1, le=1_000_000, description="hyperparameter samples per (dataset, loss)")
     steps: PerDataset = Field(description="training steps per trial, counted as `count` says")
     count: StepCount = Field("g_steps", description="g_steps: a step is n_disc D updates and one G update; "
                              "d_steps: a step is one D update, G follows every n_disc-th (the paper's)")
     eval_every: PerDataset | None = Field(None, description="score every N steps (and at the last step)")
     evaluations: PerDataset | None = Field(None, description="score N times, evenly spaced, the last at the end")
 
-    @field_validator("steps", "eval_every", "evaluations")
+    @field_validator("steps", "eval_every", "evaluations", mode="before")
     @classmethod
-    def _positive(cls, value: PerDataset | None) -> PerDataset | None:
+    def _count(cls, value: Any) -> Any:
+        """Before pydantic's own parsing, so that every wrong value gets the same message with the range in it. YAML
+        1.1 reads `1e30` (no dot) as a string, which pydantic would report as an unparsable integer."""
         for key, number in (value.items() if isinstance(value, dict) else [(None, value)]):
-            if number is not None and not 1 <= number <= 10**9:
-                raise ValueError(f"{key + ': ' if key else ''}must be an integer in 1..10^9, got {number}")
+            integral = (isinstance(number, int) and not isinstance(number, bool)) or (
+                isinstance(number, float) and number.is_integer())
+            if number is not None and not (integral and 1 <= number <= 10**9):
+                exponent = isinstance(number, str) and re.fullmatch(r"[-+]?[0-9.]+[eE][-+]?[0-9]+", number)
+                raise ValueError(f"{f'{key}: ' if key is not None else ''}must be an integer in 1..10^9, got {number!r}"
+                                 + (" (YAML reads a number with an exponent but no dot as text)" if exponent else ""))
         return value
 
     @model_validator(mode="after")
@@ -113,6 +120,15 @@ class Budget(BaseModel):
                 for name in datasets:
                     if name not in value:
                         raise ValueError(f"budget.{field}: no value for dataset {name}")
+        for name in datasets:  # before eval_steps builds the schedule as a list
+            steps, evaluations = self.steps_for(name), self._for(self.evaluations, name)
+            every = self._for(self.eval_every, name)
+            count, field = (evaluations, "evaluations") if evaluations is not None else (
+                steps // every if every else 1, "eval_every")
+            if count > MAX_EVALUATIONS:
+                where = f"budget.{field}.{name}" if isinstance(getattr(self, field), dict) else f"budget.{field}"
+                raise ValueError(f"{where}: {count:,} evaluations of a {steps:,}-step trial; at most "
+                                 f"{MAX_EVALUATIONS:,}")
 
     def steps_for(self, dataset: str) -> int:
         return self._for(self.steps, dataset)
@@ -131,7 +147,7 @@ class Confirm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    runs: int = Field(50, ge=2, description="seeds per best configuration (the paper: 50); ≥ 2 for a std")
+    runs: int = Field(50, ge=2, le=1_000_000, description="seeds per best configuration (the paper: 50); ≥ 2 for a std")
     first_seed: int = Field(1000, ge=0, description="seeds first_seed, first_seed + 1, …; apart from the search's")
     source: Path | None = Field(None, description="results folder of another study whose search stage gives the "
                                 "best configurations (the paper confirms the wide search's); default: this study's")
@@ -313,6 +329,35 @@ class Study(BaseModel):
                 raise ValueError(f"[{i}] {error}") from None
         return _distinct(names)
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, url: str | None) -> str | None:
+        """A URL Optuna's RDB storage can open. Optuna would find out only when the driver opens it, after the results
+        folder and its study.yaml are written; creating the SQLAlchemy engine, as Optuna does, parses the URL and
+        imports its driver without connecting."""
+        if url is None:
+            return url
+        from sqlalchemy import create_engine, make_url  # a dependency of optuna
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        example = "e.g. sqlite:///optuna.db or postgresql://user@host/database"
+        try:
+            parsed = make_url(url)
+            create_engine(parsed).dispose()
+        except NoSuchModuleError:  # an ArgumentError too: caught first
+            raise ValueError(f"{parsed.drivername!r} is not a database SQLAlchemy can open; expected a database URL, "
+                             f"{example}; got {parsed.render_as_string(hide_password=True)!r}") from None
+        except ArgumentError:
+            raise ValueError(f"not a database URL, {example}; got {url!r}") from None
+        except ImportError as error:
+            hint = "; pip install 'gan-bench[postgres]'" if parsed.get_backend_name() == "postgresql" else ""
+            raise ValueError(f"the driver of {parsed.drivername!r} is not installed "
+                             f"({' '.join(str(error).split())}){hint}") from None
+        if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+            raise ValueError("an in-memory SQLite database is not shared with the workers: name a file, "
+                             "e.g. sqlite:///optuna.db")
+        return url
+
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
@@ -477,7 +522,11 @@ def load_study(path: Path) -> Study:
     if not path.is_file():
         raise StudyError(f"{path}: no such study file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise StudyError(f"{path}: not a text file; expected a YAML study file (UTF-8 text)") from None
+    except OSError as error:
+        raise StudyError(f"{path}: cannot read the study file ({error.strerror})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -34,6 +34,9 @@ FALLBACK_DEFAULTS: dict[str, Any] = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "
 # convention, compare_gan v1 abstract_gan.py lines 198-219 and 258-263 — a discriminator update, with G updated
 # on the first step and then on every n_disc-th.
 StepCount = Literal["g_steps", "d_steps"]
+# The most evaluations one trial may have. Each generates and scores thousands of images, so more is a mistake
+# (`eval_every: 1`); and the schedule is a list of steps, which at 10^9 steps, each scored, would not fit in memory.
+MAX_EVALUATIONS = 10_000
 
 
 class TrialConfig(BaseModel):
@@ -51,15 +54,17 @@ class TrialConfig(BaseModel):
     batch_size: int = Field(64, ge=2)
     z_dim: int = Field(64, ge=1)
     z_dist: Literal["uniform", "normal"] = "uniform"  # resolved to the loss's own latent if it has one (vae: normal)
-    lr: float | None = Field(None, gt=0)
-    beta1: float | None = Field(None, ge=0, lt=1)
-    beta2: float | None = Field(None, ge=0, lt=1)
+    # allow_inf_nan=False: NaN fails every bound only by accident of its comparisons, and an infinite lr, penalty or
+    # clip passes `gt`/`ge` and would train a run that diverges at once rather than be refused.
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
+    beta1: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
+    beta2: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
     n_disc: int | None = Field(None, ge=1)
-    gp_lambda: float | None = Field(None, ge=0)
-    clip: float | None = Field(None, gt=0)
-    began_gamma: float | None = Field(None, ge=0, le=1)
-    began_lambda_k: float | None = Field(None, ge=0)
-    r1_gamma: float | None = Field(None, ge=0)
+    gp_lambda: float | None = Field(None, ge=0, allow_inf_nan=False)
+    clip: float | None = Field(None, gt=0, allow_inf_nan=False)
+    began_gamma: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    began_lambda_k: float | None = Field(None, ge=0, allow_inf_nan=False)
+    r1_gamma: float | None = Field(None, ge=0, allow_inf_nan=False)
     d_batchnorm: bool | None = None
     optimizer: Literal["adam", "rmsprop"] | None = None
     loss_params: dict[str, bool | int | float | str] = Field(

@@ -41,30 +41,7 @@ elapsed() { awk -v t0="$T0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f", t1 - 
 
 # ---------------------------------------------------------------- packages
 PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server mariadb-client)
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "installing Debian packages: ${missing[*]}"
-    # Keep the packages' init scripts from starting system-wide daemons (no systemd here).
-    created_policy=0
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        created_policy=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/gan-bench-slurm-apt.log 2>&1; then
-        log "apt-get install failed; running apt-get update and retrying"
-        apt-get update -qq >>/tmp/gan-bench-slurm-apt.log 2>&1 || true
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >>/tmp/gan-bench-slurm-apt.log 2>&1 \
-            || { ((created_policy)) && rm -f /usr/sbin/policy-rc.d; tail -20 /tmp/gan-bench-slurm-apt.log >&2;
-                 die "apt-get install failed (log: /tmp/gan-bench-slurm-apt.log)"; }
-    fi
-    ((created_policy)) && rm -f /usr/sbin/policy-rc.d
-    log "packages installed ($(elapsed) s)"
-fi
+"$(dirname "$0")/../.ci/debian-install.sh" /tmp/gan-bench-slurm-apt.log "${PACKAGES[@]}" || die "could not install ${PACKAGES[*]}"
 for b in munged mariadbd mariadb-install-db mariadb slurmdbd slurmctld slurmd sbatch sinfo sacctmgr scontrol; do
     command -v "$b" >/dev/null || [[ -x /usr/sbin/$b ]] || die "missing program after install: $b"
 done

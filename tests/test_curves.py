@@ -102,7 +102,7 @@ def test_a_median_pruner_stops_a_trial_worse_than_the_earlier_one(tmp_path, monk
 
     table = runner.counts(study, storage).iloc[0]
     assert (table["completed"], table["pruned"], table["diverged"], table["collapsed"], table["failed"],
-            table["running"], table["to_do"]) == (2, 1, 0, 0, 0, 0, 0)
+            table["running"], table["stale"], table["queued"]) == (2, 1, 0, 0, 0, 0, 0, 0)
     assert table["best_fid"] == 7.0
     assert runner.unfinished(study, storage, "search").empty  # a pruned trial is finished
 
@@ -188,7 +188,7 @@ def test_a_generator_without_spread_is_collapsed(tmp_path, monkeypatch):
     out = runner.trial_dir(tmp_path, runner.Part("search", "digits", "ns_gan", 1), 0, 0)
     assert json.loads((out / "result.json").read_text())["status"] == "collapsed"
     table = runner.counts(study, storage).iloc[0]
-    assert (table["collapsed"], table["completed"], table["to_do"]) == (1, 0, 0)
+    assert (table["collapsed"], table["completed"], table["queued"]) == (1, 0, 0)
     results = runner.write_results(study, storage, tmp_path)
     assert results["status"].tolist() == ["collapsed"]
     assert report.summary(results).iloc[0]["collapsed_share"] == 1.0

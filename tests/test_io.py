@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.io import atomic_numpy_save, atomic_torch_save, atomic_write_json, atomic_write_text
+from bench.io import adopt_default_mode, atomic_numpy_save, atomic_torch_save, atomic_write_json, atomic_write_text
 
 WRITERS: dict[str, Callable[[Path, Any], None]] = {
     "text": atomic_write_text,
@@ -67,3 +68,20 @@ def test_an_interrupted_write_leaves_no_temporary_file(tmp_path: Path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         atomic_torch_save({"w": torch.ones(2)}, path)
     assert os.listdir(tmp_path) == []
+
+
+def test_files_a_library_created_0600_get_the_mode_open_would_give(tmp_path: Path, umask: int) -> None:
+    """torch-fidelity's feature cache and gdown's downloads are written through tempfile (0600)."""
+    (tmp_path / "sub").mkdir()
+    made = []
+    for folder in (tmp_path, tmp_path / "sub"):
+        handle, name = tempfile.mkstemp(dir=folder)
+        os.close(handle)
+        made.append(Path(name))
+    chosen = tmp_path / "chosen"
+    chosen.write_text("x")
+    os.chmod(chosen, 0o640)  # a mode someone chose is kept
+    assert {mode(p) for p in made} == {0o600}
+    adopt_default_mode(tmp_path)
+    assert {mode(p) for p in made} == {0o666 & ~umask} and mode(chosen) == 0o640
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["sub", "chosen", *(p.name for p in made)])

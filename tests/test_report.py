@@ -4,6 +4,7 @@ summaries, the paper's table, and protocols kept apart."""
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from bench import BenchError
 from bench.report import confirm_markdown, confirm_table, min_fid_bootstrap, plot_fid_vs_budget, summary, write_report
@@ -126,6 +127,41 @@ def test_the_plot_counts_trials_without_fid_in_the_legend_and_the_curve(tmp_path
 def test_report_without_results(tmp_path):
     with pytest.raises(BenchError, match="results.csv: not found"):
         write_report(tmp_path)
+
+
+@pytest.mark.parametrize("damage", [lambda text: text[: len(text) // 2], lambda text: "", lambda text: "\x00\x01\n",
+                                    lambda text: 'a,"b\n'], ids=["cut short", "empty", "not a CSV", "open quote"])
+def test_a_damaged_results_file_is_one_line(tmp_path, damage):
+    synthetic_results().to_csv(tmp_path / "results.csv", index=False)
+    (tmp_path / "results.csv").write_text(damage((tmp_path / "results.csv").read_text()))
+    with pytest.raises(BenchError, match=r"results.csv: damaged \(") as error:
+        write_report(tmp_path)
+    assert "\n" not in str(error.value)
+
+
+def test_report_rebuilds_a_damaged_results_file_from_the_storage(tmp_path, capsys):
+    """results.csv is a view of the storage: `gan-bench report` writes it again and goes on."""
+    from bench import cli, runner
+    from bench.study import load_study
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(
+        {"name": "r", "datasets": ["digits"], "losses": ["ns_gan"], "budget": {"samples": 2, "steps": 5}}))
+    study = load_study(tmp_path / "s.yaml")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study.model_dump(mode="json")))
+    storage = runner.prepare(study, tmp_path)
+    while (claimed := runner.claim(study, storage, tmp_path)) is not None:
+        _, trial = claimed
+        fid = 10.0 + trial.user_attrs["sample"]
+        trial.set_user_attr("runs", [{"seed": 0, "status": "completed", "rows": [{"step": 5, "fid": fid}],
+                                      "extractor": "x", "steps_done": 5, "params": trial.params}])
+        trial.set_user_attr("status", "completed")
+        trial.study.tell(trial, fid)
+    runner.write_results(study, storage, tmp_path)
+    whole = (tmp_path / "results.csv").read_bytes()
+    (tmp_path / "results.csv").write_bytes(whole[:-7])
+    assert cli.main(["report", str(tmp_path)]) == 0
+    assert "results.csv: damaged (cut short); rebuilt it from the study's storage" in capsys.readouterr().err
+    assert (tmp_path / "results.csv").read_bytes() == whole
 
 
 def confirm_results():

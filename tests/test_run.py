@@ -54,7 +54,7 @@ def test_tiny_study_end_to_end(tmp_path):
 
     status = gan_bench("status", str(results), timeout=120)
     assert status.returncode == 0, status.stderr
-    assert "ns_gan" in status.stdout and "to_do" in status.stdout
+    assert "ns_gan" in status.stdout and "queued" in status.stdout and "stale" in status.stdout
 
     again = gan_bench("run", str(tmp_path / "tiny.yaml"), "--results", str(results), "--no-progress", timeout=600)
     assert again.returncode == 0, again.stderr
@@ -63,7 +63,8 @@ def test_tiny_study_end_to_end(tmp_path):
     other = dict(STUDY, budget={"samples": 3, "steps": 30})
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
     clash = gan_bench("run", str(tmp_path / "other.yaml"), "--results", str(results), timeout=120)
-    assert clash.returncode == 2 and "holds a different study" in clash.stderr
+    assert clash.returncode == 2 and "holds this study with other settings (budget.eval_every: 15 there, null here)" \
+        in clash.stderr
 
 
 def test_resume_after_sigkill_finishes_exactly_the_budget(tmp_path):

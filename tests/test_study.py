@@ -65,7 +65,7 @@ BAD = [
     (changed(sampler={"name": "bayes"}), "sampler.name: Input should be 'random', 'grid' or 'tpe'"),
     (changed(sampler={"name": "grid"}), "sampler: grid needs every searched parameter to be a choice"),
     (changed(budget__samples=0), "budget.samples: Input should be greater than or equal to 1"),
-    (changed(budget__steps="many"), "budget.steps: Input should be a valid integer"),
+    (changed(budget__steps="many"), "budget.steps: must be an integer in 1..10^9, got 'many'"),
     (changed(budget=DELETE), "budget: Field required"),
     (changed(loss_search_space={"hinge": {"lr": 0.1}}), "loss_search_space.hinge: not one of the study's losses"),
     (changed(model="resnet"), "model: unknown model 'resnet'"),
@@ -222,8 +222,8 @@ def test_confirm_stage_reruns_the_best_search_configuration_with_fresh_seeds(tmp
     assert [t.user_attrs["seed"] for t in confirm] == [100, 101, 102, 103]
     assert all(t.user_attrs["source_trial"] == 1 and t.user_attrs["config"] == config for t in confirm)
     table = counts(study, storage, "confirm").set_index("loss")
-    assert table.loc["ns_gan", "to_do"] == 4
-    assert table.loc["wgan_gp", "to_do"] == 0 and table.loc["wgan_gp", "skipped"] == "no search trial with a finite FID"
+    assert table.loc["ns_gan", "queued"] == 4
+    assert table.loc["wgan_gp", "queued"] == 0 and table.loc["wgan_gp", "skipped"] == "no search trial with a finite FID"
 
     claimed = []
     while (next_trial := claim(study, storage, tmp_path, "confirm")) is not None:

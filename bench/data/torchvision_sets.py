@@ -14,6 +14,7 @@ import torch
 import torchvision
 
 from bench import BenchError
+from bench.io import adopt_default_mode
 from bench.data import Dataset, DatasetMissingError, data_root, register
 from bench.data.cache import REAL_CACHE_VERSION, _dataset, _read_cache, _write_cache
 from bench.data.images import DEFAULT_RESIZE, NO_RESIZE, _check_resize, _decode_images, _resized, _UnreadableImage
@@ -103,6 +104,7 @@ class _Torchvision:
             # The constructor's download skips files that are already there and checks the md5 sums; it then
             # decodes a split, which costs little next to the download.
             self.cls(str(root), download=True)
+            adopt_default_mode(root)  # gdown downloads through a 0600 temporary file
         except Exception as error:  # urllib, torchvision and gdown raise assorted exception types
             reason = " ".join(str(error).split()).rstrip(".")
             raise BenchError(

@@ -1,0 +1,169 @@
+"""Faults a long study meets: a worker killed mid-trial, a second driver on a running study, a driver killed outright
+(its trials stale until the next run), a journal whose last record a crash cut short. The study finishes, nothing is
+lost or run twice, and each fault is told in one line."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from bench import BenchError, runner
+from bench.study import load_study
+
+STUDY = {"name": "faults", "datasets": ["digits"], "losses": ["ns_gan"],
+         "search_space": {"lr": {"dist": "loguniform", "low": 2e-4, "high": 2e-3}},
+         "budget": {"samples": 3, "steps": 300, "eval_every": 100},
+         "metrics": {"num_samples": 100, "kid": False, "isc": False}, "executor": {"name": "local", "workers": 2}}
+COLUMNS = ["completed", "diverged", "collapsed", "pruned", "failed", "running", "stale", "queued"]
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, kills by pid")
+
+
+def gan_bench(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, **kwargs)
+
+
+def wait_for(condition, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def trials(results: Path) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(results / "optuna.journal")))
+    return optuna.load_study(study_name="faults/digits/ns_gan", storage=storage).get_trials()
+
+
+def running(results: Path) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return [t for t in trials(results) if t.state == TrialState.RUNNING]
+    except (KeyError, FileNotFoundError):  # the driver has not created the study yet
+        return []
+
+
+def status(results: Path) -> tuple[pd.DataFrame, str]:
+    """`gan-bench status`: its table, and what it says below."""
+    done = gan_bench("status", str(results), timeout=120)
+    assert done.returncode == 0, done.stderr
+    table = [line for line in done.stdout.splitlines() if line.split()[:1] in (["stage"], ["search"], ["confirm"])]
+    return pd.read_csv(io.StringIO("\n".join(table)), sep=r"\s+"), done.stdout
+
+
+def test_a_worker_killed_mid_trial_is_replaced_and_a_second_driver_is_refused(tmp_path):
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(STUDY))
+    results = tmp_path / "out"
+    command = ["run", str(tmp_path / "study.yaml"), "--results", str(results), "--no-progress"]
+    driver = subprocess.Popen([sys.executable, "-m", "bench.cli", *command], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # SIGKILL, as the kernel's OOM killer does, to the worker of a trial under way that has left a checkpoint.
+    wait_for(lambda: list((results / "trials").glob("*/checkpoint.pt")))
+    victim = running(results)[0]
+    worker = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+    subprocess.run(["kill", "-KILL", str(worker)], check=True)
+
+    follower = subprocess.Popen([sys.executable, "-m", "bench.cli", "status", str(results), "--wait"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = gan_bench(*command, timeout=120)
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    [line] = second.stderr.strip().splitlines()
+    assert line.startswith(f"gan-bench: error: {results}: another gan-bench run drives this study (pid {driver.pid}")
+    assert f"gan-bench status {results} --wait" in line
+
+    _, stderr = driver.communicate(timeout=900)
+    assert driver.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert f"a worker (pid {worker}) died (signal SIGKILL); its trial is queued again" in stderr
+    per_trial = pd.read_csv(results / "results.csv").groupby(["trial", "seed"])["step"].apply(list)
+    assert len(per_trial) == 3 and all(steps == [100, 200, 300] for steps in per_trial)
+    killed = [t for t in trials(results) if t.user_attrs["sample"] == victim.user_attrs["sample"]]
+    assert killed[-1].user_attrs["status"] == "completed" and killed[-1].user_attrs["worker_deaths"] == 1
+
+    out, err = follower.communicate(timeout=60)  # `status --wait` followed the local run to its end
+    assert follower.returncode == 0, err
+    assert "faults (all stages)" in out and "sample" in out
+    table, _ = status(results)
+    assert table["completed"].sum() == 3 and (table[COLUMNS].sum(axis=1) == table["budget"]).all()
+
+
+def test_a_killed_drivers_trials_are_stale_until_the_next_run(tmp_path):
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({**STUDY, "budget": {**STUDY["budget"], "steps": 3000}}))
+    results = tmp_path / "out"
+    driver = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(tmp_path / "study.yaml"), "--results",
+                               str(results), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    wait_for(lambda: len(running(results)) == 2)
+    table, _ = status(results)
+    assert (table["running"].sum(), table["stale"].sum(), table["queued"].sum()) == (2, 0, 1)
+
+    driver.kill()  # SIGKILL: no clean-up at all; its workers die with it (PR_SET_PDEATHSIG)
+    driver.wait()
+    pids = [int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in running(results)]
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), 30)
+    table, said = status(results)
+    assert (table["running"].sum(), table["stale"].sum(), table["queued"].sum()) == (0, 2, 1)
+    assert (table[COLUMNS].sum(axis=1) == table["budget"]).all()
+    assert "2 trials are stale (their worker is gone); `gan-bench run` on this study queues them again" in said
+
+    study = load_study(results / "study.yaml")
+    runner.prepare(study, results)  # what the next `gan-bench run` does first
+    table = runner.counts(study, runner.open_storage(study, results))
+    assert (table["running"].sum(), table["stale"].sum(), table["queued"].sum()) == (0, 0, 3)
+
+
+def finished_study(tmp_path: Path):
+    """A prepared study with one trial finished, as a worker records it."""
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(STUDY))
+    study = load_study(path)
+    storage = runner.prepare(study, tmp_path)
+    _, trial = runner.claim(study, storage, tmp_path)
+    trial.set_user_attr("runs", [{"seed": 0, "status": "completed", "rows": [{"step": 100, "fid": 5.0}],
+                                  "extractor": "x", "steps_done": 100, "params": trial.params}])
+    trial.set_user_attr("status", "completed")
+    trial.study.tell(trial, 5.0)
+    return study
+
+
+def test_a_torn_last_journal_record_is_cut_off_and_the_finished_trials_kept(tmp_path, capsys):
+    study = finished_study(tmp_path)
+    journal = tmp_path / "optuna.journal"
+    whole = journal.read_bytes()
+    with open(journal, "ab") as handle:
+        handle.write(b'{"op_code":5,"worker_id":"x","trial_id":1,"sta')  # a crash mid-write
+    runner.prepare(study, tmp_path)
+    assert "its last record (line" in capsys.readouterr().err
+    assert journal.read_bytes().startswith(whole)
+    assert (tmp_path / "optuna.journal.torn").read_bytes().startswith(b'{"op_code":5')
+    table = runner.counts(study, runner.open_storage(study, tmp_path))
+    assert (table["completed"].sum(), table["queued"].sum()) == (1, 2)
+    _, trial = runner.claim(study, runner.open_storage(study, tmp_path), tmp_path)  # the journal takes appends again
+    assert trial.user_attrs["sample"] == 1
+
+
+def test_a_damaged_journal_record_before_others_is_refused_in_one_line(tmp_path):
+    finished_study(tmp_path)
+    journal = tmp_path / "optuna.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3][:10] + b"\n"
+    journal.write_bytes(b"".join(lines))
+    (tmp_path / "study.yaml").rename(tmp_path / "s.yaml")
+    results = tmp_path
+    saved = load_study(tmp_path / "s.yaml")
+    (results / "study.yaml").write_text(yaml.safe_dump(saved.model_dump(mode="json")))
+    with pytest.raises(BenchError, match=r"optuna.journal: record 4 is damaged and later records follow it"):
+        runner.prepare(saved, results)
+    done = gan_bench("status", str(results), timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "record 4 is damaged" in line and f"head -n 3 {journal}" in line
