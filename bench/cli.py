@@ -31,6 +31,12 @@ def _trial_config(args: argparse.Namespace):
         fields["eval_steps"] = sorted(set(range(args.eval_every, args.steps + 1, args.eval_every)) | {args.steps})
     fields["dataset_options"] = _key_values(args.dataset_option, "--dataset-option")
     fields["loss_params"] = _key_values(args.loss_param, "--loss-param")
+    fields["terms"] = []
+    for given in args.term:  # NAME or NAME=WEIGHT: the term, and its weight w_NAME (default 1)
+        name, sep, _ = given.partition("=")
+        fields["terms"].append(name)
+        if sep:
+            fields["loss_params"].update({f"w_{k}": v for k, v in _key_values([given], "--term").items()})
     metrics = {"extractor": args.extractor, "num_samples": args.num_samples, "inception_weights": args.inception_weights}
     return TrialConfig(**{k: v for k, v in fields.items() if v is not None},
                        metrics={k: v for k, v in metrics.items() if v is not None})
@@ -60,7 +66,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 
 def cmd_losses(args: argparse.Namespace) -> int:
-    from bench import losses
+    from bench import losses, terms
 
     for name in losses.names():
         spec = losses.get(name)
@@ -68,6 +74,10 @@ def cmd_losses(args: argparse.Namespace) -> int:
         print(f"{name:10} {spec.description}" + (f" (defaults: {defaults})" if defaults else ""))
     print(f"{'MODULE:FN':10} a custom loss: imports the module and calls FN(real_scores, fake_scores, **its own "
           "keyword arguments), which --loss-param sets")
+    print("\nterms, added to a loss with weight w_<term> (--term NAME[=WEIGHT]; in a study, a composite loss's "
+          "g_terms / d_terms):")
+    for term in terms.TERMS.values():
+        print(f"{term.name:18} {term.acts_on.upper()}: {term.description}")
     return 0
 
 
@@ -292,9 +302,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     study = _saved_study(results_dir)
     jobs = executors.submitted_jobs(results_dir)
     if args.wait:
-        if jobs and executors.active_tasks(jobs[-1]["job_id"]):  # re-attach to a detached SLURM run
+        if jobs and executors.array_active(jobs[-1]["job_id"]):  # re-attach to a detached SLURM run
             job = jobs[-1]
-            executors.follow(study, results_dir, job["stage"], lambda: executors.active_tasks(job["job_id"]) > 0,
+            executors.follow(study, results_dir, job["stage"], lambda: executors.array_active(job["job_id"]),
                              progress=True)
         elif executors.driver_running(results_dir):  # a local run in another terminal: follow every stage
             executors.follow(study, results_dir, None, lambda: executors.driver_running(results_dir), progress=True)
@@ -445,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "prefetch --inception` puts it, under $GAN_BENCH_CACHE, else ~/.cache/gan-bench)")
     trial.add_argument("--num-samples", type=_positive_int, metavar="N",
                        help="generated samples per evaluation (default: 1000)")
+    trial.add_argument("--term", action="append", default=[], metavar="NAME[=WEIGHT]",
+                       help="a loss term added to G's or D's loss, weight 1 unless given, e.g. feature_matching=0.5 "
+                            "(repeatable; see `gan-bench losses`)")
     trial.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
                        help="a custom loss's own hyperparameter (one of its keyword arguments; repeatable)")
     trial.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the batches and the latents")

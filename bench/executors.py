@@ -343,6 +343,18 @@ def active_tasks(job_id: str) -> int:
     return len(done.stdout.split()) if done.returncode == 0 else 0  # squeue rejects ids it has forgotten
 
 
+def array_active(job_id: str) -> bool:
+    """Whether the array job has tasks pending or running. A task that SLURM requeues can be missing from squeue for
+    a moment between its old life and its new one: an empty answer is asked again before it is believed."""
+    if active_tasks(job_id):
+        return True
+    time.sleep(REQUEUE_GAP_SECONDS)
+    return active_tasks(job_id) > 0
+
+
+REQUEUE_GAP_SECONDS = 5.0
+
+
 def task_states(job_id: str) -> dict[str, int]:
     """How many of an array job's tasks ended in each state, by sacct (COMPLETED, CANCELLED, TIMEOUT, …)."""
     out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True,
@@ -394,7 +406,7 @@ def run_slurm(study: Study, results_dir: Path, stage: str, executor: SlurmExecut
         print(f"{study.name} ({stage}): submitted array job {job_id}", flush=True)
     if detach:
         return job_id
-    follow(study, results_dir, stage, lambda: active_tasks(job_id) > 0, progress)
+    follow(study, results_dir, stage, lambda: array_active(job_id), progress)
     table = runner.counts(study, runner.open_storage(study, results_dir), stage)
     unfinished = int(table[list(runner.UNFINISHED)].sum().sum())
     if unfinished:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -82,6 +83,138 @@ def hinge(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
     """Hinge loss (Lim & Ye 2017; Miyato et al. 2018): D stops being pushed once a score clears its margin of 1."""
     d_loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
     g_loss = -fake.mean()
+    return d_loss, g_loss
+
+
+# f-GAN (Nowozin, Cseke & Tomioka 2016): D's raw score v passes through the output activation g_f into the domain
+# of f*, the Fenchel conjugate of the divergence's generator f; D maximises the variational lower bound
+#     F = E_real g_f(v) - E_fake f*(g_f(v))  <=  D_f(P_real || P_fake) = E_fake f(p_real / p_fake),
+# tight at g_f(v) = f'(p_real / p_fake). Every f-GAN G here takes the paper's alternative update, the one its
+# experiments ran (Section 3.2, after Algorithm 1): G maximises E_fake g_f(v) rather than minimising F, for the same
+# reason ns_gan departs from mm_gan. The losses write f*(g_f(v)) simplified by hand, so that no
+# intermediate (exp(t), log(-t), 1 - t) overflows or cancels; F_GAN keeps the table's forms for the tests.
+
+
+def kl(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """f-GAN, KL(P_real || P_fake): g_f(v) = v, f*(t) = exp(t - 1), so f*(g_f(v)) = exp(v - 1).
+
+    d_loss = -(E_real v - E_fake exp(v - 1)); g_loss = -E_fake v (the paper's alternative G update).
+    """
+    d_loss = torch.exp(fake - 1).mean() - real.mean()
+    g_loss = -fake.mean()
+    return d_loss, g_loss
+
+
+def reverse_kl(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """f-GAN, KL(P_fake || P_real): g_f(v) = -exp(-v), f*(t) = -1 - log(-t), so f*(g_f(v)) = v - 1 exactly.
+
+    d_loss = -(E_real -exp(-v) - E_fake (v - 1)) = E_real exp(-v) + E_fake v - 1; g_loss = E_fake exp(-v) (the paper's
+    alternative G update, -E_fake g_f(v)).
+    """
+    d_loss = torch.exp(-real).mean() + fake.mean() - 1
+    g_loss = torch.exp(-fake).mean()
+    return d_loss, g_loss
+
+
+def pearson(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """f-GAN, Pearson chi²(P_real || P_fake): g_f(v) = v, f*(t) = t²/4 + t.
+
+    d_loss = -(E_real v - E_fake (v²/4 + v)); g_loss = -E_fake v (the paper's alternative G update). f*(t) = t²/4 + t is
+    the conjugate of f(u) = (u - 1)² over all real u; it falls for t < -2, where D's loss pushes a fake score back up.
+    """
+    d_loss = (fake.square() / 4 + fake).mean() - real.mean()
+    g_loss = -fake.mean()
+    return d_loss, g_loss
+
+
+def hellinger(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """f-GAN, squared Hellinger E_fake (sqrt(p_real / p_fake) - 1)²: g_f(v) = 1 - exp(-v), f*(t) = t / (1 - t).
+
+    f*(g_f(v)) = exp(v) - 1, so d_loss = -(E_real (1 - exp(-v)) - E_fake (exp(v) - 1)) = E_real expm1(-v) +
+    E_fake expm1(v); g_loss = E_fake expm1(-v) (the paper's alternative G update, -E_fake g_f(v)). expm1 keeps the
+    small differences from 1 exact near v = 0, where D starts.
+    """
+    d_loss = torch.expm1(-real).mean() + torch.expm1(fake).mean()
+    g_loss = torch.expm1(-fake).mean()
+    return d_loss, g_loss
+
+
+def js(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """f-GAN, Jensen-Shannon: g_f(v) = log 2 - log(1 + exp(-v)) = log 2 - softplus(-v), f*(t) = -log(2 - exp(t)).
+
+    f*(g_f(v)) = -log(2 - 2 sigmoid(v)) = softplus(v) - log 2, so d_loss = E_real softplus(-v) + E_fake softplus(v) -
+    2 log 2 (ns_gan's D loss less log 4) and g_loss = E_fake softplus(-v) - log 2 (the paper's alternative G update,
+    -E_fake g_f(v)). Table 6's f(u) = u log u - (u + 1) log((1 + u) / 2) makes D_f twice the Jensen-Shannon divergence.
+    """
+    log2 = math.log(2)
+    d_loss = F.softplus(-real).mean() + F.softplus(fake).mean() - 2 * log2
+    g_loss = F.softplus(-fake).mean() - log2
+    return d_loss, g_loss
+
+
+# Table 6 of the f-GAN paper as written, name -> (output activation g_f, conjugate f*): the reference the simplified
+# losses above are tested against. The activations are in stable form; each conjugate is the table's raw expression,
+# defined on the range of its activation.
+F_GAN: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
+    "kl": (lambda v: v, lambda t: torch.exp(t - 1)),
+    "reverse_kl": (lambda v: -torch.exp(-v), lambda t: -1 - torch.log(-t)),
+    "pearson": (lambda v: v, lambda t: t.square() / 4 + t),
+    "hellinger": (lambda v: -torch.expm1(-v), lambda t: t / (1 - t)),
+    "js": (lambda v: math.log(2) - F.softplus(-v), lambda t: -torch.log(2 - torch.exp(t))),
+}
+
+
+# Relativistic GANs (Jolicoeur-Martineau 2019): D judges whether real data looks more real than fake data, and G's
+# loss is the same judgement with real and fake swapped, so it reads D's scores on a real batch (LossSpec.g_reads_real).
+# The averaged ("Ra") forms compare each score with the other batch's mean score. The paper writes the Ra losses as a
+# sum of two expectations; its official code (github.com/AlexiaJM/RelativisticGAN, code/GAN_losses_iter.py lines
+# 635-641 for D, 697-709 for G), which ran its experiments, halves that sum, and so do these.
+
+
+def rsgan(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """Relativistic standard GAN: D(x_r, x_f) = sigmoid(C(x_r) - C(x_f)), real and fake paired sample by sample.
+
+    d_loss = E softplus(-(C(x_r) - C(x_f))); g_loss = E softplus(-(C(x_f) - C(x_r))). Official code lines 635, 697.
+    """
+    d_loss = F.softplus(fake - real).mean()
+    g_loss = F.softplus(real - fake).mean()
+    return d_loss, g_loss
+
+
+def rasgan(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """Relativistic average standard GAN: D~(x_r) = sigmoid(C(x_r) - E C(x_f)), D~(x_f) = sigmoid(C(x_f) - E C(x_r)).
+
+    d_loss = (-E log D~(x_r) - E log(1 - D~(x_f))) / 2 = (E softplus(-(C(x_r) - E C(x_f))) + E softplus(C(x_f) -
+    E C(x_r))) / 2; g_loss = (-E log D~(x_f) - E log(1 - D~(x_r))) / 2, the same with real and fake swapped.
+    Official code lines 637, 702.
+    """
+    real_rel, fake_rel = real - fake.mean(), fake - real.mean()
+    d_loss = (F.softplus(-real_rel).mean() + F.softplus(fake_rel).mean()) / 2
+    g_loss = (F.softplus(-fake_rel).mean() + F.softplus(real_rel).mean()) / 2
+    return d_loss, g_loss
+
+
+def ralsgan(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """Relativistic average least squares: targets 1 and -1 for each score less the other batch's mean score.
+
+    d_loss = (E (C(x_r) - E C(x_f) - 1)² + E (C(x_f) - E C(x_r) + 1)²) / 2; g_loss = (E (C(x_f) - E C(x_r) - 1)² +
+    E (C(x_r) - E C(x_f) + 1)²) / 2. Official code lines 639, 705.
+    """
+    real_rel, fake_rel = real - fake.mean(), fake - real.mean()
+    d_loss = ((real_rel - 1).square().mean() + (fake_rel + 1).square().mean()) / 2
+    g_loss = ((fake_rel - 1).square().mean() + (real_rel + 1).square().mean()) / 2
+    return d_loss, g_loss
+
+
+def rahinge(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """Relativistic average hinge: margin 1 on each score less the other batch's mean score.
+
+    d_loss = (E relu(1 - (C(x_r) - E C(x_f))) + E relu(1 + (C(x_f) - E C(x_r)))) / 2; g_loss = (E relu(1 - (C(x_f) -
+    E C(x_r))) + E relu(1 + (C(x_r) - E C(x_f)))) / 2. Official code lines 641, 709.
+    """
+    real_rel, fake_rel = real - fake.mean(), fake - real.mean()
+    d_loss = (F.relu(1 - real_rel).mean() + F.relu(1 + fake_rel).mean()) / 2
+    g_loss = (F.relu(1 - fake_rel).mean() + F.relu(1 + real_rel).mean()) / 2
     return d_loss, g_loss
 
 
@@ -155,6 +288,9 @@ class LossSpec:
     penalty: str | None = None  # name of a penalty in bench.penalties, added to D's loss weighted by gp_lambda
     weight_clip: bool = False  # WGAN: clip D's weights to [-clip, clip] after each D step
     resample_before_g: bool = False  # draw a fresh z for the G step instead of reusing the last D step's
+    # G's loss needs D's scores on a real batch, computed by the current D at the G step (relativistic losses compare
+    # fakes with reals); the trial loop passes them.
+    g_reads_real: bool = False
     discriminator: DiscriminatorKind = "critic"  # what D is: a critic of raw scores, BEGAN's autoencoder, an encoder
     latent: Literal["uniform", "normal"] | None = None  # a latent distribution the loss requires, overriding z_dist
     defaults: Mapping[str, float | int | bool | str] = field(default_factory=dict)  # the authors' defaults
@@ -219,6 +355,24 @@ LOSSES: dict[str, LossSpec] = {
             defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=1, d_batchnorm=True, gp_lambda=10.0),
         ),
         LossSpec("hinge", hinge, "hinge loss with margin 1", defaults=_defaults(**_ADAM)),
+        LossSpec("kl", kl, "f-GAN estimating KL(real || fake); G maximises E g_f(D(G(z)))",
+                 defaults=_defaults(**_ADAM)),
+        LossSpec("reverse_kl", reverse_kl, "f-GAN estimating KL(fake || real); G maximises E g_f(D(G(z)))",
+                 defaults=_defaults(**_ADAM)),
+        LossSpec("pearson", pearson, "f-GAN estimating Pearson chi^2(real || fake); G maximises E g_f(D(G(z)))",
+                 defaults=_defaults(**_ADAM)),
+        LossSpec("hellinger", hellinger, "f-GAN estimating the squared Hellinger distance; G maximises E g_f(D(G(z)))",
+                 defaults=_defaults(**_ADAM)),
+        LossSpec("js", js, "f-GAN estimating 2 x Jensen-Shannon; G maximises E g_f(D(G(z)))",
+                 defaults=_defaults(**_ADAM)),
+        LossSpec("rsgan", rsgan, "relativistic standard GAN: is a real sample more real than its paired fake?",
+                 g_reads_real=True, defaults=_defaults(**_ADAM)),
+        LossSpec("rasgan", rasgan, "relativistic average standard GAN: scores against the other batch's mean score",
+                 g_reads_real=True, defaults=_defaults(**_ADAM)),
+        LossSpec("ralsgan", ralsgan, "relativistic average least squares: targets +1/-1 against the other batch's mean",
+                 g_reads_real=True, defaults=_defaults(**_ADAM)),
+        LossSpec("rahinge", rahinge, "relativistic average hinge: margin 1 against the other batch's mean score",
+                 g_reads_real=True, defaults=_defaults(**_ADAM)),
         LossSpec(
             "began",
             None,
@@ -294,6 +448,28 @@ def _custom_params(name: str, fn: Callable) -> dict[str, float | int | bool | st
     return params
 
 
+def import_custom(name: str, what: str) -> Callable:
+    """The function a custom loss or term names as `package.module:function`, imported from the current folder, a
+    loaded study file's folder, $GAN_BENCH_LOSS_PATH or the installed packages."""
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise UnknownLossError(f"custom {what} {name!r} must be written package.module:function")
+    try:
+        module = _import(module_name)
+    except Exception as exc:  # ImportError, or whatever the module raises as it is imported
+        # Collapse whitespace: the CLI shows exactly one line.
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise UnknownLossError(f"custom {what} {name!r}: cannot import {module_name!r} ({reason}); custom losses and "
+                               "terms are imported from the current folder, the study file's folder and "
+                               f"${LOSS_PATH_VARIABLE}") from exc
+    if not hasattr(module, attr):
+        raise UnknownLossError(f"custom {what} {name!r}: module {module_name!r} has no attribute {attr!r}")
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise UnknownLossError(f"custom {what} {name!r}: {attr!r} in {module_name!r} is not callable")
+    return fn
+
+
 def get(name: str) -> LossSpec:
     """The registered loss `name`, or a custom loss given as `package.module:function`.
 
@@ -306,21 +482,6 @@ def get(name: str) -> LossSpec:
         return LOSSES[name]
     if ":" not in name:
         raise UnknownLossError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}, or package.module:function")
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr:
-        raise UnknownLossError(f"custom loss {name!r} must be written package.module:function")
-    try:
-        module = _import(module_name)
-    except Exception as exc:  # ImportError, or whatever the module raises as it is imported
-        # Collapse whitespace: the CLI shows exactly one line.
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise UnknownLossError(f"custom loss {name!r}: cannot import {module_name!r} ({reason}); custom losses are "
-                               "imported from the current folder, the study file's folder and "
-                               f"${LOSS_PATH_VARIABLE}") from exc
-    if not hasattr(module, attr):
-        raise UnknownLossError(f"custom loss {name!r}: module {module_name!r} has no attribute {attr!r}")
-    fn = getattr(module, attr)
-    if not callable(fn):
-        raise UnknownLossError(f"custom loss {name!r}: {attr!r} in {module_name!r} is not callable")
+    fn = import_custom(name, "loss")
     params = _custom_params(name, fn)
     return LossSpec(name, fn, f"custom loss {name}", defaults=_defaults(**params), params=tuple(params))

@@ -138,6 +138,16 @@ def domain_extractor_path(dataset: Dataset) -> Path:
     return path
 
 
+def domain_feature_net(dataset: Dataset, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The dataset's domain classifier (the one its FID uses) as a fixed feature network for perceptual loss terms:
+    images in [0, 1] at the dataset's shape to its scaled penultimate features; frozen, in eval mode."""
+    checkpoint = torch.load(domain_extractor_path(dataset), map_location="cpu", weights_only=True)
+    model = DomainClassifier(dataset.image_shape[0], checkpoint["num_classes"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model = model.to(device).eval().requires_grad_(False)
+    return lambda images: model(images)[0]
+
+
 class DomainFeatureExtractor(FeatureExtractorBase):
     """torch-fidelity's view of a DomainClassifier: uint8 B×3×H×W in, (features, logits) out."""
 

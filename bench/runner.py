@@ -75,7 +75,8 @@ def distributions(study: Study, loss: str) -> dict[str, BaseDistribution]:
 def _sampler(study: Study, dataset: str, loss: str) -> optuna.samplers.BaseSampler:
     # A seed per (dataset, loss) that does not change when other datasets or losses are added; a variant draws its
     # loss's samples, so the two compare pair by pair.
-    seed = (study.sampler.seed * 1_000_003 + zlib.crc32(f"{dataset}/{study.base_loss(loss)}".encode())) % 2**31
+    key = study.base_loss(loss) if loss in study.variants else loss
+    seed = (study.sampler.seed * 1_000_003 + zlib.crc32(f"{dataset}/{key}".encode())) % 2**31
     if study.sampler.name == "grid":
         grid = {name: d.choices for name, d in distributions(study, loss).items()}
         return optuna.samplers.GridSampler(grid, seed=seed)
@@ -93,7 +94,7 @@ def default_sample(study: Study, loss: str) -> tuple[dict[str, Any], dict[str, A
     77-88, 111-113, 146-148). Values inside a searched distribution are Optuna params like any sample's; the others
     (outside the range, or different from a fixed value) are overrides, stored on the trial and applied as they
     are: the default sample is a fixed point, neither clamped nor dropped."""
-    spec = losses.get(study.base_loss(loss))
+    spec = study.loss_spec(loss)
     space, own = distributions(study, loss), study.default_overrides(loss)
     variant = study.variants[loss].params if loss in study.variants else {}
     params, overrides = {}, {}
@@ -285,7 +286,7 @@ def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.st
             continue  # its configuration is chosen once: a search trial finishing later must not change it
         current = latest_trials(trials)
         planned = _planned_trials(study, storage, part)
-        if part.stage == "confirm" and not planned:  # no search trial of this pair has a finite FID: there is nothing to confirm
+        if part.stage == "confirm" and not planned:  # no search trial of the pair has a finite FID: nothing to confirm
             ostudy.set_user_attr("skipped", "no search trial with a finite FID")
         for params, attrs in planned:
             trial = current.get(attrs["sample"])

@@ -6,6 +6,7 @@ The file is validated completely before any work starts; every problem is report
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -16,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from bench import BenchError, data, losses, models
+from bench import BenchError, data, losses, models, terms
 from bench.metrics import MetricsConfig
 from bench.trial import HYPERPARAMETERS, MAX_EVALUATIONS, StepCount, TrialConfig
 
@@ -156,6 +157,53 @@ class Confirm(BaseModel):
         return list(range(self.first_seed, self.first_seed + self.runs))
 
 
+class Composite(BaseModel):
+    """A loss written as a weighted sum: an adversarial loss plus terms (bench.terms) on G's and on D's loss, each
+    with its default weight. In a study's `losses` as `{name, adversarial, g_terms, d_terms}`; each weight is the
+    hyperparameter `w_<term>` of that loss, searchable like `lr`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    adversarial: str
+    g_terms: dict[str, float] = Field(default_factory=dict)
+    d_terms: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> Composite:
+        if self.name in losses.LOSSES:
+            raise ValueError(f"name: {self.name} is already a registered loss")
+        try:
+            spec = losses.get(self.adversarial)
+        except BenchError as error:
+            raise ValueError(f"adversarial: {error}") from None
+        if spec.discriminator != "critic":
+            raise ValueError(f"adversarial: {self.adversarial}'s discriminator is not a critic; loss terms need one")
+        if not self.g_terms and not self.d_terms:
+            raise ValueError("give g_terms or d_terms (a loss with no term is its adversarial loss)")
+        for side, named in (("g", self.g_terms), ("d", self.d_terms)):
+            for name, weight in named.items():
+                try:
+                    term = terms.get(name)
+                except BenchError as error:
+                    raise ValueError(f"{side}_terms.{name}: {error}") from None
+                if term.acts_on != side:
+                    raise ValueError(f"{side}_terms.{name}: a term of {term.acts_on.upper()}'s loss; put it in "
+                                     f"{term.acts_on}_terms")
+                if "target" in term.needs:
+                    raise ValueError(f"{side}_terms.{name}: needs a paired target: image-to-image studies only")
+                if not 0 <= weight < math.inf:
+                    raise ValueError(f"{side}_terms.{name}: a weight must be a finite number ≥ 0, got {weight}")
+        if set(self.g_terms) & set(self.d_terms):
+            raise ValueError(f"{', '.join(set(self.g_terms) & set(self.d_terms))}: in both g_terms and d_terms")
+        return self
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The default weight of each term, by hyperparameter name (w_<term>)."""
+        return {terms.weight_name(name): weight for name, weight in {**self.g_terms, **self.d_terms}.items()}
+
+
 class Variant(BaseModel):
     """A loss with some hyperparameters fixed, under a name of its own: `{loss: wgan, params: {optimizer: rmsprop}}`.
 
@@ -268,6 +316,8 @@ class Study(BaseModel):
     datasets: list[str] = Field(min_length=1)
     dataset_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per dataset, its options")
     variants: dict[str, Variant] = Field(default_factory=dict, description="named losses with fixed hyperparameters")
+    composites: dict[str, Composite] = Field(default_factory=dict, description="losses that are weighted sums of "
+                                             "terms: given in `losses` as {name, adversarial, g_terms, d_terms}")
     losses: list[str] = Field(min_length=1)
     model: str = "mlp"
     model_per_dataset: dict[str, str] = Field(default_factory=dict)
@@ -317,11 +367,29 @@ class Study(BaseModel):
                 raise ValueError(f"{name}.loss: {error}") from None
         return variants
 
+    @model_validator(mode="before")
+    @classmethod
+    def _composites_from_losses(cls, raw: Any) -> Any:
+        """A composite is written in `losses` where it is used; it is kept in `composites`, its name in `losses`."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("losses"), list):
+            return raw
+        composites, names = dict(raw.get("composites") or {}), []
+        for i, entry in enumerate(raw["losses"]):
+            if isinstance(entry, dict):
+                if not isinstance(entry.get("name"), str):
+                    raise ValueError(f"losses[{i}]: a composite loss needs a name")
+                if entry["name"] in composites:
+                    raise ValueError(f"losses[{i}]: {entry['name']} is defined twice")
+                composites[entry["name"]] = entry
+                entry = entry["name"]
+            names.append(entry)
+        return {**raw, "losses": names, "composites": composites}
+
     @field_validator("losses")
     @classmethod
     def _known_losses(cls, names: list[str], info: ValidationInfo) -> list[str]:
         for i, name in enumerate(names):
-            if name in (info.data.get("variants") or {}):
+            if name in (info.data.get("variants") or {}) or name in (info.data.get("composites") or {}):
                 continue
             try:
                 losses.get(name)
@@ -393,7 +461,12 @@ class Study(BaseModel):
                 raise ValueError(f"dataset_options.{dataset}: {error}") from None
         # A hyperparameter the loss never reads would silently do nothing: the shared space applies each one to the
         # losses that read it (at least one must), a loss's own entries must be read by that loss.
-        specs = {loss: losses.get(self.base_loss(loss)) for loss in self.losses}
+        for name in self.composites:
+            if name not in self.losses:
+                raise ValueError(f"composites.{name}: not one of the study's losses")
+            if name in self.variants:
+                raise ValueError(f"composites.{name}: also a variant's name")
+        specs = {loss: self.loss_spec(loss) for loss in self.losses}
         for name in self.search_space:
             if not any(name in spec.hyperparameters for spec in specs.values()):
                 raise ValueError(f"search_space.{name}: " + (
@@ -432,16 +505,31 @@ class Study(BaseModel):
         return self
 
     def base_loss(self, loss: str) -> str:
-        """The registered (or custom) loss a study loss trains: a variant's loss, else the name itself."""
+        """The registered (or custom) loss a study loss trains: a variant's loss, a composite's adversarial loss,
+        else the name itself."""
+        if loss in self.composites:
+            return self.composites[loss].adversarial
         return self.variants[loss].loss if loss in self.variants else loss
 
+    def loss_spec(self, loss: str) -> losses.LossSpec:
+        """The registry's spec of the loss a study loss trains; a composite's adds its term weights as hyperparameters
+        of its own, defaulted to the study's weights."""
+        spec = losses.get(self.base_loss(loss))
+        if loss not in self.composites:
+            return spec
+        weights = self.composites[loss].weights
+        return dataclasses.replace(spec, name=loss, params=(*spec.params, *weights),
+                                   defaults={**spec.defaults, **weights})
+
     def space(self, loss: str) -> dict[str, Param]:
-        """The search space of one loss: the shared space, extended and overridden by the loss's own (a variant's:
-        its loss's, then its own), and a variant's fixed parameters over all of that."""
+        """The search space of one loss: the shared space, a composite's term weights as fixed values, extended and
+        overridden by the loss's own (a variant's: its loss's, then its own), and a variant's fixed parameters over all
+        of that."""
         base = self.base_loss(loss)
-        reads = losses.get(base).hyperparameters
+        reads = self.loss_spec(loss).hyperparameters
         shared = {name: param for name, param in self.search_space.items() if name in reads}
-        space = {**shared, **self.loss_search_space.get(base, {}), **self.loss_search_space.get(loss, {})}
+        weights = self.composites[loss].weights if loss in self.composites else {}  # fixed unless searched
+        space = {**shared, **weights, **self.loss_search_space.get(base, {}), **self.loss_search_space.get(loss, {})}
         return {**space, **(self.variants[loss].params if loss in self.variants else {})}
 
     def grid_size(self, loss: str) -> int:
@@ -456,6 +544,7 @@ class Study(BaseModel):
             "z_dist": self.z_dist, "init": self.init, "steps": self.budget.steps_for(dataset), "count": self.budget.count,
             "eval_steps": self.budget.eval_steps(dataset), "device": self.device, "threads": self.threads,
             "metrics": self.metrics,
+            "terms": [*self.composites[loss].g_terms, *self.composites[loss].d_terms] if loss in self.composites else [],
         }
 
     def fixed_params(self, loss: str) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tqdm import tqdm
 
 import bench
-from bench import data, losses, models, penalties
+from bench import BenchError, data, losses, models, penalties, terms
 from bench.io import atomic_torch_save, atomic_write_json
-from bench.metrics import MetricsConfig, Scorer
+from bench.metrics import MetricsConfig, Scorer, domain_feature_net
 
 # Hyperparameters that a study may search over; None means "the loss's default" (see losses.py). A custom loss adds
 # its own (TrialConfig.loss_params).
@@ -68,7 +68,10 @@ class TrialConfig(BaseModel):
     d_batchnorm: bool | None = None
     optimizer: Literal["adam", "rmsprop"] | None = None
     loss_params: dict[str, bool | int | float | str] = Field(
-        default_factory=dict, description="a custom loss's own hyperparameters (its keyword arguments)")
+        default_factory=dict, description="a custom loss's own hyperparameters (its keyword arguments) and the "
+        "weights of its terms (w_<term>)")
+    terms: list[str] = Field(default_factory=list, description="loss terms (bench.terms) added to G's or D's loss, "
+                             "each weighted by loss_params w_<term> (default 1)")
     init: Literal["model", "compare_gan", "pytorch"] = Field("model", description="weight initialisation: the model's own, compare_gan v1's, "
                               "or PyTorch's layer defaults")
     seed: int = 0
@@ -114,9 +117,25 @@ class TrialConfig(BaseModel):
         for name in HYPERPARAMETERS:  # a value the loss never reads would silently do nothing
             if getattr(self, name) is not None and name not in spec.hyperparameters:
                 raise ValueError(f"{name}: {losses.unused_message(name, self.loss)}")
-        for name in self.loss_params:
-            if name not in spec.params:
-                own = f"its own: {', '.join(spec.params)}" if spec.params else "it has none of its own"
+        for i, name in enumerate(self.terms):
+            try:
+                term = terms.get(name)
+            except BenchError as error:
+                raise ValueError(f"terms[{i}]: {error}") from None
+            if spec.discriminator != "critic":
+                kind = "an autoencoder" if spec.discriminator == "autoencoder" else "an encoder"
+                raise ValueError(f"terms[{i}]: {name} needs a critic's scores and features; loss {self.loss}'s "
+                                 f"discriminator is {kind}")
+            if "target" in term.needs:
+                raise ValueError(f"terms[{i}]: {name} needs a paired target: image-to-image studies only")
+        weights = [terms.weight_name(name) for name in self.terms]
+        for name, value in self.loss_params.items():
+            if name in weights:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                    raise ValueError(f"loss_params.{name}: a term's weight must be a finite number ≥ 0, got {value!r}")
+            elif name not in spec.params:
+                own = f"its own: {', '.join([*spec.params, *weights])}" if spec.params or weights else \
+                    "it has none of its own"
                 raise ValueError(f"loss_params.{name}: loss {self.loss} has no such hyperparameter ({own})")
         data.check_options(self.dataset, self.dataset_options)
         if self.eval_steps is not None and (not self.eval_steps or any(not 1 <= s <= self.steps for s in self.eval_steps)):
@@ -138,7 +157,8 @@ class TrialConfig(BaseModel):
                 value = spec.defaults.get(name, FALLBACK_DEFAULTS.get(name))
                 if value is not None:
                     filled[name] = value
-        filled["loss_params"] = {**{p: spec.defaults[p] for p in spec.params}, **self.loss_params}
+        filled["loss_params"] = {**{p: spec.defaults[p] for p in spec.params},
+                                 **{terms.weight_name(t): 1.0 for t in self.terms}, **self.loss_params}
         return self.model_copy(update=filled)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -282,6 +302,13 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
     dataset = data.load(config.dataset, config.image_size, **config.dataset_options)
     spec = losses.get(config.loss)
     penalty = penalties.get(spec.penalty) if spec.penalty else None
+    adversarial_params = {name: config.loss_params[name] for name in spec.params}
+    g_terms = [name for name in config.terms if terms.get(name).acts_on == "g"]
+    d_terms = [name for name in config.terms if terms.get(name).acts_on == "d"]
+    needs = set().union(*(terms.get(name).needs for name in config.terms))
+    # D's penultimate features come from the forward pass that gives its scores, and only when a term reads them.
+    scored = (lambda net, x: net.scores_and_features(x)) if "features" in needs else (lambda net, x: (net(x), None))
+    feature_net = domain_feature_net(dataset, device) if "feature_net" in needs else None
     torch.manual_seed(config.seed)  # model initialisation
     # For the VAE, D is its encoder and G its decoder.
     G, D = models.build(config.model, dataset.image_shape, config.z_dim, spec.discriminator, config.d_batchnorm,
@@ -402,8 +429,13 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
                         fake_error = losses.reconstruction_error(fake.detach(), D(fake.detach()))
                         d_loss, _ = losses.began_losses(real_error, fake_error, k)
                     else:
-                        real_scores = D(x)
-                        d_loss, _ = spec.fn(real_scores, D(fake.detach()), **config.loss_params)
+                        real_scores, real_features = scored(D, x)
+                        fake_scores, fake_features = scored(D, fake.detach())
+                        d_loss, _ = spec.fn(real_scores, fake_scores, **adversarial_params)
+                        if d_terms:
+                            d_loss = d_loss + terms.weighted_sum(d_terms, config.loss_params, terms.Context(
+                                x, fake.detach(), real_scores, fake_scores, D, rng, real_features, fake_features,
+                                feature_net))
                         if penalty is not None:
                             d_loss = d_loss + config.gp_lambda * penalty(D, x, fake.detach(), rng)
                         if config.r1_gamma:
@@ -425,8 +457,18 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
                         _, g_loss = losses.began_losses(real_error.detach(),
                                                         losses.reconstruction_error(fake, D(fake)), k)
                     else:
-                        # Every built-in g_loss uses fake scores only; custom losses see the last D step's real scores.
-                        _, g_loss = spec.fn(real_scores.detach(), D(fake), **config.loss_params)
+                        # A relativistic G loss reads D's scores on real data: the current D's, after its update, on
+                        # the last D step's batch. Other losses get that step's scores (a custom loss may read them).
+                        if spec.g_reads_real:
+                            with torch.no_grad():
+                                real_scores = D(x)
+                        fake_scores, fake_features = scored(D, fake)
+                        _, g_loss = spec.fn(real_scores.detach(), fake_scores, **adversarial_params)
+                        if g_terms:
+                            # Feature matching's real features are the last D step's: no second forward of D.
+                            g_loss = g_loss + terms.weighted_sum(g_terms, config.loss_params, terms.Context(
+                                x, fake, real_scores.detach(), fake_scores, D, rng,
+                                None if real_features is None else real_features.detach(), fake_features, feature_net))
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 opt_g.step()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bench import losses
+from bench import losses, terms
 from bench.cli import build_parser, main
 
 
@@ -16,8 +16,10 @@ def test_losses_lists_every_loss_with_a_description(capsys):
     assert main(["losses"]) == 0
     out = capsys.readouterr().out
     for name in losses.names():
-        line = next(line for line in out.splitlines() if line.split()[0] == name)
+        line = next(line for line in out.splitlines() if line.split()[:1] == [name])
         assert len(line.split()) > 2  # a description follows the name
+    for name, term in terms.TERMS.items():  # and every term, with the loss it joins
+        assert f"{name:18} {term.acts_on.upper()}: {term.description}" in out
 
 
 def test_unknown_loss_lists_the_valid_names_and_writes_nothing(capsys, tmp_path):

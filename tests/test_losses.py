@@ -33,6 +33,20 @@ REFERENCE = {
     "wgan_gp": lambda r, f: (f.mean() - r.mean(), -f.mean()),
     "dragan": lambda r, f: (_softplus(-r).mean() + _softplus(f).mean(), _softplus(-f).mean()),
     "hinge": lambda r, f: (np.maximum(0, 1 - r).mean() + np.maximum(0, 1 + f).mean(), -f.mean()),
+    # f-GAN: -(E_r g_f(r) - E_f f*(g_f(f))) and -E_f g_f(f), with f*(g_f(v)) worked out by hand.
+    "kl": lambda r, f: (np.exp(f - 1).mean() - r.mean(), -f.mean()),
+    "reverse_kl": lambda r, f: (np.exp(-r).mean() + f.mean() - 1, np.exp(-f).mean()),
+    "pearson": lambda r, f: ((f**2 / 4 + f).mean() - r.mean(), -f.mean()),
+    "hellinger": lambda r, f: ((np.exp(-r) - 1).mean() + (np.exp(f) - 1).mean(), (np.exp(-f) - 1).mean()),
+    "js": lambda r, f: (_softplus(-r).mean() + _softplus(f).mean() - 2 * np.log(2), _softplus(-f).mean() - np.log(2)),
+    # Relativistic, halved as in the official code (AlexiaJM/RelativisticGAN, code/GAN_losses_iter.py 635-709).
+    "rsgan": lambda r, f: (_softplus(f - r).mean(), _softplus(r - f).mean()),
+    "rasgan": lambda r, f: ((_softplus(f.mean() - r).mean() + _softplus(f - r.mean()).mean()) / 2,
+                            (_softplus(r.mean() - f).mean() + _softplus(r - f.mean()).mean()) / 2),
+    "ralsgan": lambda r, f: ((((r - f.mean() - 1) ** 2).mean() + ((f - r.mean() + 1) ** 2).mean()) / 2,
+                             (((f - r.mean() - 1) ** 2).mean() + ((r - f.mean() + 1) ** 2).mean()) / 2),
+    "rahinge": lambda r, f: ((np.maximum(0, 1 - r + f.mean()).mean() + np.maximum(0, 1 + f - r.mean()).mean()) / 2,
+                             (np.maximum(0, 1 - f + r.mean()).mean() + np.maximum(0, 1 + r - f.mean()).mean()) / 2),
 }
 
 
@@ -100,8 +114,9 @@ def test_cross_entropy_losses_stay_finite_for_extreme_scores(name):
 
 
 def test_names_in_listing_order():
-    assert losses.names() == ["mm_gan", "ns_gan", "lsgan", "lsgan_raw", "wgan", "wgan_gp", "dragan", "hinge", "began",
-                              "vae"]
+    assert losses.names() == ["mm_gan", "ns_gan", "lsgan", "lsgan_raw", "wgan", "wgan_gp", "dragan", "hinge", "kl",
+                              "reverse_kl", "pearson", "hellinger", "js", "rsgan", "rasgan", "ralsgan", "rahinge",
+                              "began", "vae"]
 
 
 @pytest.mark.parametrize("name", losses.names())
@@ -145,6 +160,9 @@ EXPECTED_DEFAULTS = {
     # updates encoder and decoder
     "vae": {"lr": 5e-5, "beta1": 0.5, "beta2": 0.999, "d_batchnorm": True},
     "hinge": {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1},  # not in the paper
+    # Not in the paper either: hinge's Adam settings.
+    **{name: {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1}
+       for name in ["kl", "reverse_kl", "pearson", "hellinger", "js", "rsgan", "rasgan", "ralsgan", "rahinge"]},
 }
 
 

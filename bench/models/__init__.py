@@ -3,7 +3,8 @@
 Every model module defines
 - `check_shape(image_shape)`: a one-line BenchError for shapes it cannot take;
 - `generator(image_shape, z_dim)`: latents to images in [0, 1] (every generator ends in a sigmoid);
-- `discriminator(image_shape, batchnorm)`: images to raw scores of shape (B,);
+- `discriminator(image_shape, batchnorm)`: images to raw scores of shape (B,), a `Critic` (its
+  `scores_and_features(x)` also returns the penultimate features, from the same forward pass);
 - `autoencoder(image_shape, batchnorm)`: BEGAN's discriminator, images to reconstructions in [0, 1];
 - `encoder(image_shape, z_dim, batchnorm)`: the VAE's, D's body then a linear layer, images to (mu, sigma) of shape
   (B, z_dim) each, sigma = 1e-6 + softplus(·) > 0 as in compare_gan v1 (gans/VAE.py line 56);

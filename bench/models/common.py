@@ -7,6 +7,21 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
+class Critic(nn.Sequential):
+    """D as a critic: its body (images to penultimate features), a linear layer to one score, and a flatten to (B,).
+
+    A Sequential, so its parameters keep the names and the construction order (hence the initial values) they had
+    as a plain one. `scores_and_features` gives the scores and the body's features from one forward pass, for loss
+    terms on D's features (feature matching, contrastive) that must not cost a second one."""
+
+    def scores_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        *body, head, flatten = self
+        features = x
+        for layer in body:
+            features = layer(features)
+        return flatten(head(features)), features
+
+
 class GaussianEncoder(nn.Module):
     """The VAE's q(z|x) = N(mu, diag(sigma²)): a discriminator body, then one linear layer to 2·z_dim.
 

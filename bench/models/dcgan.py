@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from bench import BenchError
-from bench.models.common import GaussianEncoder
+from bench.models.common import Critic, GaussianEncoder
 
 BASE = 64
 CODE = 64  # BEGAN's code size, as in compare_gan v1 (gans/BEGAN.py line 72)
@@ -81,8 +81,8 @@ def decoder(image_shape: tuple[int, int, int], z_dim: int) -> nn.Module:
 
 def discriminator(image_shape: tuple[int, int, int], batchnorm: bool) -> nn.Module:
     k = _depth(image_shape)
-    return nn.Sequential(_conv_body(image_shape[0], k, batchnorm), nn.Linear(_features(k), 1),
-                         nn.Flatten(0))  # (B, 1) → (B,) scores
+    return Critic(_conv_body(image_shape[0], k, batchnorm), nn.Linear(_features(k), 1),
+                  nn.Flatten(0))  # (B, 1) → (B,) scores
 
 
 def autoencoder(image_shape: tuple[int, int, int], batchnorm: bool) -> nn.Module:

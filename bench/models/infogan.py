@@ -21,7 +21,7 @@ from functools import partial
 from torch import nn
 
 from bench import BenchError
-from bench.models.common import GaussianEncoder, init_compare_gan
+from bench.models.common import Critic, GaussianEncoder, init_compare_gan
 
 init_weights = init_compare_gan
 
@@ -88,7 +88,7 @@ def decoder(image_shape: tuple[int, int, int], z_dim: int) -> nn.Module:
 
 
 def discriminator(image_shape: tuple[int, int, int], batchnorm: bool) -> nn.Module:
-    return nn.Sequential(*_body(image_shape, batchnorm), nn.Linear(1024, 1), nn.Flatten(0))  # (B, 1) → (B,) scores
+    return Critic(*_body(image_shape, batchnorm), nn.Linear(1024, 1), nn.Flatten(0))  # (B, 1) → (B,) scores
 
 
 def autoencoder(image_shape: tuple[int, int, int], batchnorm: bool) -> nn.Module:

@@ -14,7 +14,7 @@ import math
 
 from torch import nn
 
-from bench.models.common import GaussianEncoder, init_pytorch
+from bench.models.common import Critic, GaussianEncoder, init_pytorch
 
 HIDDEN = 256
 CODE = 32
@@ -62,7 +62,7 @@ def decoder(image_shape: tuple[int, int, int], z_dim: int) -> nn.Module:
 
 
 def discriminator(image_shape: tuple[int, int, int], batchnorm: bool) -> nn.Module:
-    return nn.Sequential(*_body(image_shape, batchnorm), nn.Linear(HIDDEN, 1), nn.Flatten(0))  # (B, 1) → (B,) scores
+    return Critic(*_body(image_shape, batchnorm), nn.Linear(HIDDEN, 1), nn.Flatten(0))  # (B, 1) → (B,) scores
 
 
 def autoencoder(image_shape: tuple[int, int, int], batchnorm: bool) -> nn.Module:
