@@ -23,7 +23,7 @@ def _trial_config(args: argparse.Namespace):
     fields = {name: getattr(args, name) for name in (
         "dataset", "image_size", "model", "loss", "steps", "batch_size", "z_dim", "z_dist", "lr", "beta1", "beta2",
         "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k", "r1_gamma", "d_batchnorm", "optimizer", "init",
-        "count", "seed", "device", "threads", "amp")}
+        "count", "seed", "device", "threads", "amp", "perceptual_net")}
     if args.eval_every is not None:
         if args.steps // args.eval_every > MAX_EVALUATIONS:  # before the list of steps is built: it may not fit
             raise BenchError(f"--eval-every: {args.steps // args.eval_every:,} evaluations of a {args.steps:,}-step "
@@ -266,16 +266,16 @@ def _key_values(values: list[str], flag: str) -> dict[str, Any]:
 def cmd_prefetch(args: argparse.Namespace) -> int:
     from bench import prefetch
 
-    named = bool(args.dataset) or args.inception
+    named = bool(args.dataset) or args.inception or bool(args.vgg)
     if (args.study is None) != named:
-        raise BenchError("prefetch: give either a study file or --dataset NAME / --inception"
+        raise BenchError("prefetch: give either a study file or --dataset NAME / --inception / --vgg NET"
                          + (", not both" if named else ""))
     if (args.dataset_option or args.image_size is not None) and not args.dataset:
         raise BenchError("--dataset-option, --image-size: only with --dataset (a study sets its own)")
     if args.study is None:
         prefetch.use_data_root(args.data_root)
         options = _key_values(args.dataset_option, "--dataset-option")
-        prefetch.fetch(args.dataset, options, args.image_size, args.inception)
+        prefetch.fetch(args.dataset, options, args.image_size, args.inception, args.vgg)
         print("everything is in place; `gan-bench trial` can use it offline")
         return 0
     from bench.study import load_study
@@ -458,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--term", action="append", default=[], metavar="NAME[=WEIGHT]",
                        help="a loss term added to G's or D's loss, weight 1 unless given, e.g. feature_matching=0.5 "
                             "(repeatable; see `gan-bench losses`)")
+    trial.add_argument("--perceptual-net", metavar="NET[:LAYER]",
+                       help="the fixed network of a term that needs one (perceptual): domain, the dataset's domain "
+                            "classifier; or vgg16 / vgg19, ImageNet VGG cut after LAYER (default relu3_3, e.g. "
+                            "vgg16:relu2_2), from the weights file `gan-bench prefetch --vgg NET` fetches (default: "
+                            "domain)")
     trial.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
                        help="a custom loss's own hyperparameter (one of its keyword arguments; repeatable)")
     trial.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the batches and the latents")
@@ -487,10 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
-    fetch = command("prefetch", "download datasets and Inception weights (on a machine with internet)",
-                    "download datasets and Inception weights and build the caches and real-data features (on a machine "
-                    "with internet, so that others can run offline): those of a study, or those that --dataset and "
-                    "--inception name")
+    fetch = command("prefetch", "download datasets and Inception and VGG weights (on a machine with internet)",
+                    "download datasets and Inception and VGG weights and build the caches and real-data features (on a "
+                    "machine with internet, so that others can run offline): those of a study, or those that "
+                    "--dataset, --inception and --vgg name")
     fetch.add_argument("study", nargs="?", help="a study YAML file: fetch everything it uses")
     fetch.add_argument("--dataset", action="append", default=[], metavar="NAME",
                        help="instead of a study: a dataset to fetch, with its domain extractor and real features "
@@ -502,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--inception", action="store_true",
                        help="instead of a study: torch-fidelity's Inception weights, where `gan-bench trial "
                             "--extractor inception` looks for them")
+    fetch.add_argument("--vgg", action="append", default=[], choices=["vgg16", "vgg19"],
+                       help="instead of a study: torchvision's ImageNet weights of this VGG, where `gan-bench trial "
+                            "--perceptual-net` looks for them (repeatable)")
     fetch.add_argument("--data-root", metavar="DIR", help=f"where to put the datasets (default: the study's data_root, "
                                                           f"else {DATA_ROOT_DEFAULT})")
     fetch.set_defaults(func=cmd_prefetch)

@@ -1,9 +1,9 @@
 """Everything a study needs before its first trial: datasets (raw files and uint8 caches), the Inception
-weights, the domain feature extractors and the real-data features.
+and VGG weights, the domain feature extractors and the real-data features.
 
 `gan-bench prefetch STUDY.yaml` fetches it all on a machine with internet (a cluster's login node), so
-that compute nodes without internet can run the study; `gan-bench prefetch --dataset NAME [--inception]`
-does the same for datasets and weights named on the command line, as `gan-bench trial` uses them.
+that compute nodes without internet can run the study; `gan-bench prefetch --dataset NAME [--inception]
+[--vgg NET]` does the same for datasets and weights named on the command line, as `gan-bench trial` uses them.
 `gan-bench run` first lists whatever is missing — and fails, before any trial starts, naming it and the
 command that fetches it — then builds the rest (caches, extractors, real features) once in the driver, so
 that workers do not all build them at the same time.
@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import torch
 
-from bench import BenchError, data
+from bench import BenchError, data, feature_nets
+from bench.io import adopt_default_mode
 from bench.metrics import INCEPTION_FILE, MetricsConfig, Scorer, inception_weights_path
 from bench.study import Study
 from bench.trial import resolve_device
@@ -47,7 +48,16 @@ def missing(study: Study) -> list[str]:
             problems.append(error.problem)
     if study.metrics.extractor == "inception" and not inception_weights_path(study.metrics).is_file():
         problems.append(f"Inception weights {inception_weights_path(study.metrics)} not found")
+    if (vgg := _vgg(study)) and not feature_nets.vgg_weights_path(vgg).is_file():
+        problems.append(f"{vgg} weights {feature_nets.vgg_weights_path(vgg)} not found")
     return problems
+
+
+def _vgg(study: Study) -> str | None:
+    """The VGG whose weights the study needs, if any: a study's perceptual_net other than domain is one that some
+    loss reads (the study refuses it otherwise)."""
+    net = study.perceptual_net.partition(":")[0]
+    return net if net in feature_nets.VGG_BLOCKS else None
 
 
 def command(*words: str) -> str:
@@ -69,14 +79,26 @@ def check(study: Study, study_path: Path | str) -> None:
                          f"`{command(str(study_path))}` on a machine with internet")
 
 
-def download_inception_weights(path: Path) -> None:
+def _download(url: str, path: Path, what: str, **options: Any) -> None:
+    """Downloads `url` to `path` through torch.hub, with its `options` (a hash_prefix to check)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # Downloads to a temporary file and moves it into place, so an interrupted download leaves nothing behind.
-        torch.hub.download_url_to_file(INCEPTION_URL, str(path), progress=True)
-    except Exception as error:  # URLError, HTTPError, ssl errors: all mean the same thing here
-        raise BenchError(f"cannot download the Inception weights from {INCEPTION_URL} to {path}: "
-                         f"{' '.join(str(error).split())}") from None
+        torch.hub.download_url_to_file(url, str(path), progress=True, **options)
+    except Exception as error:  # URLError, HTTPError, ssl errors, a wrong hash: all mean the same thing here
+        raise BenchError(f"cannot download {what} from {url} to {path}: {' '.join(str(error).split())}") from None
+    adopt_default_mode(path.parent)  # older torch downloads through a 0600 NamedTemporaryFile: a group shares the cache
+
+
+def download_inception_weights(path: Path) -> None:
+    _download(INCEPTION_URL, path, "the Inception weights")
+
+
+def download_vgg_weights(net: str) -> None:
+    """torchvision's ImageNet weights of `net` to where feature_nets looks, checked against the hash in its name, as
+    torchvision checks it."""
+    _download(feature_nets.VGG_URLS[net], feature_nets.vgg_weights_path(net), f"the {net} weights",
+              hash_prefix=feature_nets.vgg_hash_prefix(net))
 
 
 def _inception_weights(path: Path, download: bool, log: Callable[[str], None]) -> None:
@@ -85,6 +107,17 @@ def _inception_weights(path: Path, download: bool, log: Callable[[str], None]) -
             raise BenchError(f"Inception weights {path} not found")
         log(f"downloading the Inception weights to {path}")
         download_inception_weights(path)
+
+
+def _vgg_weights(net: str, download: bool, log: Callable[[str], None]) -> None:
+    path = feature_nets.vgg_weights_path(net)
+    if not path.is_file():
+        if not download:
+            raise BenchError(f"{net} weights {path} not found")
+        log(f"downloading the {net} weights to {path}")
+        download_vgg_weights(net)
+    else:
+        log(f"{net} weights: {path}, already there")
 
 
 def _load_dataset(name: str, size: int | None, options: dict[str, Any], download: bool,
@@ -104,26 +137,31 @@ def _real_features(scorer: Scorer, log: Callable[[str], None]) -> None:
 
 def prepare(study: Study, download: bool, log: Callable[[str], None] = print) -> None:
     """Builds every dataset cache, domain extractor and real-feature cache the study uses; with `download`, first
-    fetches what is missing (datasets through torchvision with its checksums, the Inception weights)."""
+    fetches what is missing (datasets through torchvision with its checksums, the Inception and VGG weights)."""
     device = resolve_device(study.device)
     if study.metrics.extractor == "inception":
         _inception_weights(inception_weights_path(study.metrics), download, log)
+    if vgg := _vgg(study):
+        _vgg_weights(vgg, download, log)
     for name in study.datasets:
         dataset = _load_dataset(name, image_size(study, name), study.dataset_options.get(name, {}), download, log)
         _real_features(Scorer(study.metrics, dataset, device), log)
 
 
-def fetch(datasets: list[str], options: dict[str, Any], size: int | None, inception: bool,
+def fetch(datasets: list[str], options: dict[str, Any], size: int | None, inception: bool, vgg: list[str],
           log: Callable[[str], None] = print) -> None:
-    """`gan-bench prefetch --dataset NAME … [--inception]`: downloads the datasets (each with the same options, at
-    `size` or its default size) and builds what `gan-bench trial` would otherwise build on first use: their caches
-    and, for a dataset with classes, the domain extractor and the real features of the trial's default metrics;
-    with `inception`, downloads torch-fidelity's Inception weights to the default path."""
+    """`gan-bench prefetch --dataset NAME … [--inception] [--vgg NET …]`: downloads the datasets (each with the same
+    options, at `size` or its default size) and builds what `gan-bench trial` would otherwise build on first use:
+    their caches and, for a dataset with classes, the domain extractor and the real features of the trial's default
+    metrics; with `inception` and `vgg`, downloads torch-fidelity's Inception weights and torchvision's VGG weights to
+    their default paths."""
     for name in datasets:  # unknown names and options fail here, before anything is downloaded
         data.check_options(name, options)
     metrics = MetricsConfig()
     if inception:
         _inception_weights(inception_weights_path(metrics), True, log)
+    for net in dict.fromkeys(vgg):
+        _vgg_weights(net, True, log)
     device = resolve_device("auto")
     for name in dict.fromkeys(datasets):  # each once, in the order given
         dataset = _load_dataset(name, size, options, True, log)

@@ -25,6 +25,7 @@ import optuna
 import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from pydantic import ValidationError
 
 from bench import BenchError, losses, workers
 from bench.io import atomic_write_bytes, atomic_write_text
@@ -215,7 +216,7 @@ def check_confirm_source(study: Study) -> None:
 # only from a search that agrees on all of them.
 TRIAL_DEFINING = ("model", "model_per_dataset", "image_size", "batch_size", "z_dim", "z_dist", "init", "threads",
                   "dataset_options", "budget.steps", "budget.count", "budget.eval_every", "budget.evaluations",
-                  "metrics")
+                  "metrics", "perceptual_net")
 
 
 def _field(study: Study, dotted: str) -> Any:
@@ -689,6 +690,10 @@ def check_results_dir(study: Study, results_dir: Path) -> None:
     if not saved.exists():
         return
     before = yaml.safe_load(saved.read_text())
+    try:  # read as this version reads it: a field added since that folder was written takes its default there
+        before = Study.model_validate(before).model_dump(mode="json")
+    except ValidationError:
+        pass  # a study this version no longer accepts: compared as written, so every difference is named
     now = study.model_dump(mode="json")
     for key in FREE_FIELDS:
         before.pop(key, None), now.pop(key, None)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from bench import BenchError, data, losses, models, terms
+from bench import BenchError, data, feature_nets, losses, models, terms
 from bench.metrics import MetricsConfig
 from bench.trial import HYPERPARAMETERS, MAX_EVALUATIONS, StepCount, TrialConfig
 
@@ -326,6 +326,8 @@ class Study(BaseModel):
     z_dim: int = Field(64, ge=1)
     z_dist: Literal["uniform", "normal"] = "uniform"
     init: Literal["model", "compare_gan", "pytorch"] = "model"
+    perceptual_net: str = Field(feature_nets.DEFAULT, description="the fixed network of the losses whose terms need "
+                                "one (perceptual): domain, or vgg16 / vgg19[:LAYER] (`gan-bench prefetch` fetches it)")
     search_space: dict[str, Param] = Field(default_factory=dict)
     loss_search_space: dict[str, dict[str, Param]] = Field(default_factory=dict)
     loss_defaults: dict[str, dict[str, Union[bool, int, float, str]]] = Field(
@@ -396,6 +398,18 @@ class Study(BaseModel):
             except BenchError as error:
                 raise ValueError(f"[{i}] {error}") from None
         return _distinct(names)
+
+    @field_validator("perceptual_net")
+    @classmethod
+    def _used_feature_net(cls, spec: str, info: ValidationInfo) -> str:
+        """A network no loss reads would silently do nothing. The composites, the only losses with terms, are
+        validated before this field (declared after them)."""
+        spec = feature_nets.canonical(spec)
+        composites = (info.data.get("composites") or {}).values()
+        if spec != feature_nets.DEFAULT and not feature_nets.needs_feature_net(
+                name for c in composites for name in [*c.g_terms, *c.d_terms]):
+            raise ValueError("no loss of the study has a term that uses a fixed feature network (perceptual)")
+        return spec
 
     @field_validator("storage")
     @classmethod
@@ -537,6 +551,9 @@ class Study(BaseModel):
 
     def trial_fields(self, dataset: str, loss: str) -> dict[str, Any]:
         """Everything of a TrialConfig except the sampled hyperparameters and the seed."""
+        names = [*self.composites[loss].g_terms, *self.composites[loss].d_terms] if loss in self.composites else []
+        # Only a loss that reads the feature network gets it: the others' configs stay those of the default.
+        net = {"perceptual_net": self.perceptual_net} if feature_nets.needs_feature_net(names) else {}
         return {
             "dataset": dataset, "dataset_options": self.dataset_options.get(dataset, {}), "loss": self.base_loss(loss),
             "model": self.model_per_dataset.get(dataset, self.model),
@@ -544,7 +561,7 @@ class Study(BaseModel):
             "z_dist": self.z_dist, "init": self.init, "steps": self.budget.steps_for(dataset), "count": self.budget.count,
             "eval_steps": self.budget.eval_steps(dataset), "device": self.device, "threads": self.threads,
             "metrics": self.metrics,
-            "terms": [*self.composites[loss].g_terms, *self.composites[loss].d_terms] if loss in self.composites else [],
+            "terms": names, **net,
         }
 
     def fixed_params(self, loss: str) -> dict[str, Any]:

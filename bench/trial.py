@@ -17,13 +17,13 @@ from typing import Any, Callable, Iterable, Literal
 
 import torch
 import torchvision
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
 import bench
-from bench import BenchError, data, losses, models, penalties, terms
+from bench import BenchError, data, feature_nets, losses, models, penalties, terms
 from bench.io import atomic_torch_save, atomic_write_json
-from bench.metrics import MetricsConfig, Scorer, domain_feature_net
+from bench.metrics import MetricsConfig, Scorer
 
 # Hyperparameters that a study may search over; None means "the loss's default" (see losses.py). A custom loss adds
 # its own (TrialConfig.loss_params).
@@ -72,6 +72,10 @@ class TrialConfig(BaseModel):
         "weights of its terms (w_<term>)")
     terms: list[str] = Field(default_factory=list, description="loss terms (bench.terms) added to G's or D's loss, "
                              "each weighted by loss_params w_<term> (default 1)")
+    perceptual_net: str = Field(feature_nets.DEFAULT, description="the fixed network of terms that need one "
+                                "(perceptual): domain, the dataset's domain classifier; or vgg16 / vgg19[:LAYER], "
+                                "ImageNet VGG cut after LAYER (default relu3_3), weights from `gan-bench prefetch "
+                                "--vgg NET`")
     init: Literal["model", "compare_gan", "pytorch"] = Field("model", description="weight initialisation: the model's own, compare_gan v1's, "
                               "or PyTorch's layer defaults")
     seed: int = 0
@@ -101,6 +105,11 @@ class TrialConfig(BaseModel):
             raise ValueError(f"unknown model {name!r}; valid: {', '.join(models.names())}")
         return name
 
+    @field_validator("perceptual_net")
+    @classmethod
+    def _known_feature_net(cls, spec: str) -> str:
+        return feature_nets.canonical(spec)
+
     @field_validator("device")
     @classmethod
     def _device_syntax(cls, device: str) -> str:
@@ -128,6 +137,9 @@ class TrialConfig(BaseModel):
                                  f"discriminator is {kind}")
             if "target" in term.needs:
                 raise ValueError(f"terms[{i}]: {name} needs a paired target: image-to-image studies only")
+        if self.perceptual_net != feature_nets.DEFAULT and not feature_nets.needs_feature_net(self.terms):
+            raise ValueError("perceptual_net: no term of this trial uses a fixed feature network; add one "
+                             "(perceptual) or leave it unset")
         weights = [terms.weight_name(name) for name in self.terms]
         for name, value in self.loss_params.items():
             if name in weights:
@@ -308,7 +320,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
     needs = set().union(*(terms.get(name).needs for name in config.terms))
     # D's penultimate features come from the forward pass that gives its scores, and only when a term reads them.
     scored = (lambda net, x: net.scores_and_features(x)) if "features" in needs else (lambda net, x: (net(x), None))
-    feature_net = domain_feature_net(dataset, device) if "feature_net" in needs else None
+    feature_net = feature_nets.load(config.perceptual_net, dataset, device) if "feature_net" in needs else None
     torch.manual_seed(config.seed)  # model initialisation
     # For the VAE, D is its encoder and G its decoder.
     G, D = models.build(config.model, dataset.image_shape, config.z_dim, spec.discriminator, config.d_batchnorm,
@@ -337,7 +349,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
             state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         except Exception as error:  # damaged (a bad disk, a partial copy): start over; the rows are made again
             warnings.warn(f"{checkpoint_path}: unreadable ({type(error).__name__}); the trial starts over")
-    if state is not None and state["config"] == record["config"]:
+    if state is not None and _same_config(state["config"], record["config"]):
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
         opt_g.load_state_dict(state["opt_g"])
@@ -522,6 +534,16 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
     atomic_write_json(out_dir / "result.json", {**result.model_dump(mode="json"), **record,
                                                 "extractor_test_accuracy": scorer.extractor_accuracy})
     return result
+
+
+def _same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a checkpoint's config is this trial's. Read as this version reads it, so that a field added since
+    (at its default) does not make an older checkpoint look like another trial's."""
+    try:
+        saved = TrialConfig.model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        return False
+    return saved == current
 
 
 def save_samples(G: torch.nn.Module, config: TrialConfig, path: Path, n: int = 64) -> None:

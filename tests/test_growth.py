@@ -101,3 +101,16 @@ def test_a_changed_study_is_refused_with_every_differing_field_named(tmp_path):
                                                                                                  "polygons": 5}}}
     with pytest.raises(BenchError, match=r"\(budget\.steps\.digits: 20 there, 30 here\)"):
         check_results_dir(load_study(write(tmp_path, steps)), tmp_path / "out")
+
+
+def test_a_results_folder_written_before_a_field_existed_takes_its_default(tmp_path):
+    """Folders written by an older gan-bench lack fields added since (here `composites`, `threads`): absent means
+    the default, which is no change."""
+    saved(tmp_path, STUDY)
+    written = yaml.safe_load((tmp_path / "out" / "study.yaml").read_text())
+    for field in ("composites", "threads", "pruner"):
+        written.pop(field)
+    (tmp_path / "out" / "study.yaml").write_text(yaml.safe_dump(written))
+    check_results_dir(load_study(write(tmp_path, STUDY)), tmp_path / "out")
+    with pytest.raises(BenchError, match=r"threads: 1 there, 2 here"):
+        check_results_dir(load_study(write(tmp_path, {**STUDY, "threads": 2})), tmp_path / "out")

@@ -81,6 +81,17 @@ def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
     assert reused.rows[0]["fid"] == fresh.rows[0]["fid"]
 
 
+def test_a_checkpoint_written_before_a_config_field_existed_resumes(tmp_path):
+    """A field added since (here `terms` and `perceptual_net`, at their defaults) does not make it another trial's."""
+    first = run_trial(TrialConfig(**SMALL), tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    for field in ("terms", "perceptual_net"):
+        del state["config"][field]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    again = run_trial(TrialConfig(**SMALL), tmp_path)
+    assert again.rows == first.rows and again.train_seconds == pytest.approx(first.train_seconds, abs=0.05)
+
+
 @pytest.mark.parametrize("loss", losses.names())
 def test_every_loss_trains(tmp_path, loss):
     config = TrialConfig(dataset="digits", loss=loss, steps=8, eval_steps=[8], metrics={"num_samples": 100})
