@@ -197,3 +197,14 @@ def test_the_readme_example_term_is_a_custom_term_a_trial_runs(tmp_path, monkeyp
                                      {"w_moment_matching": 0.3}, seed=0)
     result = run_trial(config, tmp_path)
     assert result.status == "completed" and config.resolved().hyperparameters()["w_moment_matching"] == 0.3
+
+
+def test_the_penalty_terms_are_the_penalties_tested_in_test_penalties():
+    """wgan_gp and dragan as D terms draw from the trial's generator and equal bench.penalties' functions."""
+    from bench import penalties
+
+    D = nn.Sequential(nn.Flatten(), nn.Linear(4, 1), nn.Flatten(0))
+    real, fake = torch.rand(5, 1, 2, 2), torch.rand(5, 1, 2, 2)
+    for term, penalty in (("wgan_gp", penalties.gradient_penalty), ("dragan", penalties.dragan_penalty)):
+        value = terms.get(term).fn(context(real=real, fake=fake, discriminator=D, rng=torch.Generator().manual_seed(3)))
+        assert value.item() == penalty(D, real, fake, torch.Generator().manual_seed(3)).item()
