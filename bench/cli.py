@@ -222,6 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     results_dir = _results_dir(study, args)
     _check_writable(results_dir, "--results")
     runner.check_results_dir(study, results_dir)
+    if executors.driver_running(results_dir):  # said at once, before the data and storage checks
+        raise BenchError(executors.second_driver(results_dir))
     if "confirm" in stages and study.confirm.source is not None:
         runner.check_confirm_source(study)
     prefetch.use_data_root(args.data_root or study.data_root)

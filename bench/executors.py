@@ -47,18 +47,28 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _stop_worker(signum: int, frame: object) -> None:
+    runner.stopping.set()  # first: whatever the SystemExit turns into on its way up, the trial is not failed
+    sys.exit(128 + signum)
+
+
 def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str]) -> None:
     _die_with_parent()
     # Ctrl-C reaches the whole process group: the driver alone decides how workers stop, so a Ctrl-C gives one line
     # from the driver rather than a traceback from every worker. Its SIGTERM ends a worker between two Python
     # operations (never inside a journal write), quietly: SystemExit is not reported by multiprocessing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _stop_worker)
     os.environ.update(env)
     # Each trial sets torch's thread count itself (the study's `threads`), so that the worker count cannot change
     # the order of float sums, hence the results. The worker's name (host and pid) on the trials it claims lets the
     # driver and `status` tell its trials from those of a worker that died.
-    runner.work(Study.model_validate_json(study_json), Path(results_dir), stage, worker=workers.local_name())
+    try:
+        runner.work(Study.model_validate_json(study_json), Path(results_dir), stage, worker=workers.local_name())
+    except Exception:
+        if runner.stopping.is_set():  # stopped: the driver says so in one line; no traceback from every worker
+            sys.exit(128 + signal.SIGTERM)
+        raise
 
 
 def worker_environments(workers: int, gpus: list[str]) -> list[dict[str, str]]:
@@ -224,13 +234,17 @@ def driving(results_dir: Path) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise BenchError(f"{results_dir}: another gan-bench run drives this study ({_driver(results_dir)})"
-                                     f"; follow it with `gan-bench status {results_dir} --wait`, or stop it and run "
-                                     "this command again") from None
+                    raise BenchError(second_driver(results_dir)) from None
                 time.sleep(0.1)
         atomic_write_json(results_dir / DRIVER, {"host": socket.gethostname(), "pid": os.getpid(),
                                                  "started": time.strftime("%Y-%m-%d %H:%M:%S")})
         yield
+
+
+def second_driver(results_dir: Path) -> str:
+    """The one line that refuses a second driver."""
+    return (f"{results_dir}: another gan-bench run drives this study ({_driver(results_dir)}); follow it with "
+            f"`gan-bench status {results_dir} --wait`, or stop it and run this command again")
 
 
 def _driver(results_dir: Path) -> str:

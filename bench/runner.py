@@ -15,11 +15,12 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 import traceback
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import optuna
 import pandas as pd
@@ -42,6 +43,34 @@ def optuna_name(study: Study, part: Part) -> str:
     return base if part.stage == "search" else f"{base}/{part.stage}"
 
 
+class JournalFlock:
+    """The journal's write lock (Optuna's lock interface: acquire, release) as an flock on a file beside it.
+
+    Optuna's default lock (a symlink) is taken and given back by Python code: a worker that SIGTERM stops inside it
+    can remove another process's lock or turn its SystemExit into a FileNotFoundError (seen in CI: a trial marked
+    failed and lost to the resume), and a process killed while holding it blocks every writer for 30 s. An flock is
+    one system call each way, and the kernel releases it when its process dies."""
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        handle = open(self._path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except BaseException:
+            handle.close()
+            raise
+        self._handle = handle
+        return True
+
+    def release(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()  # which releases the lock
+
+
 _DATABASES: dict[str, optuna.storages.BaseStorage] = {}
 
 
@@ -55,7 +84,8 @@ def open_storage(study: Study, results_dir: Path) -> optuna.storages.BaseStorage
     damage = journal_damage(results_dir / JOURNAL)
     if damage is not None and not damage[2]:  # a torn last record does not stop readers; `prepare` cuts it off
         raise BenchError(damaged_journal(results_dir / JOURNAL, damage[0]))
-    backend = optuna.storages.journal.JournalFileBackend(str(results_dir / JOURNAL))
+    backend = optuna.storages.journal.JournalFileBackend(str(results_dir / JOURNAL),
+                                                         lock_obj=JournalFlock(results_dir / (JOURNAL + ".flock")))
     return optuna.storages.JournalStorage(backend)
 
 
@@ -516,6 +546,10 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
             if result.status == "pruned":
                 break  # the trial is stopped: its other seeds are not trained
     except Exception as error:  # a broken trial must not take the worker (and the rest of the study) down
+        if stopping.is_set():
+            # Stopped mid-trial (SIGTERM): library clean-up code can turn the SystemExit into another exception.
+            # The trial is not broken: it stays running and goes back to the queue (requeue_running, release).
+            raise
         trial.set_user_attr("status", "failed")
         trial.set_user_attr("error", "".join(traceback.format_exception_only(error)).strip()[-2000:])
         trial.study.tell(trial, state=TrialState.FAIL)
@@ -535,6 +569,10 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
         trial.study.tell(trial, sum(best) / len(best))
     else:
         trial.study.tell(trial, state=TrialState.FAIL)
+
+
+# Set by a worker's SIGTERM handler (executors): the worker is being stopped, so an exception is not a broken trial.
+stopping = threading.Event()
 
 
 def work(study: Study, results_dir: Path, stage: str = "search", worker: str | None = None) -> int:
