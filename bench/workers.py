@@ -1,7 +1,7 @@
 """Who runs a trial, and whether it still lives.
 
 Every worker writes its name on the trials it claims. A local worker is `local:HOST:PID`; a SLURM array task is
-`JOBID_TASK` (the same after a requeue, so the task's next life takes its trial back). From the name alone, a
+`JOBID_TASK` or, for a one-task array, `JOBID` (the same after a requeue, so the task's next life takes its trial back). From the name alone, a
 `status` or a driver can tell a trial that is running from one whose worker is gone (stale): a local worker by its
 pid on its own host, a SLURM task by squeue. A worker whose liveness cannot be told from here (a local worker of
 another host) counts as alive: a trial is called stale only on evidence.
@@ -15,7 +15,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-SLURM_TASK = re.compile(r"\d+_\d+")
+# An array task is JOBID_TASK; a one-task array is submitted as a plain job, named by its id alone.
+SLURM_TASK = re.compile(r"\d+(_\d+)?")
 
 
 def local_name(pid: int | None = None) -> str:
