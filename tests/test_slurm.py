@@ -145,7 +145,8 @@ def test_a_cancelled_array_leaves_trials_unfinished_and_a_rerun_finishes_them(tm
     wait_for(lambda: not squeue(job_id), what="the cancelled array to leave the queue")
     wait_for(lambda: "CANCELLED" in gan_bench("status", str(results)).stdout, timeout=30, what="sacct")
     status = gan_bench("status", str(results))
-    counts = pd.read_fwf(__import__("io").StringIO(status.stdout.split("SLURM")[0]))
+    table = [line for line in status.stdout.splitlines() if line.split()[:1] in (["stage"], ["search"])]
+    counts = pd.read_csv(__import__("io").StringIO("\n".join(table)), sep=r"\s+")
     # The trial the cancelled task was running is stale (squeue no longer lists its task), and every sample is in
     # exactly one column.
     assert counts["stale"].sum() >= 1 and counts["running"].sum() == 0
