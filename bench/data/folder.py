@@ -73,6 +73,7 @@ def _check_folder(
     64,
     "an ImageFolder-style directory (option path; one subfolder per class): centred square crop resized (option "
     "resize), RGB",
+    channels=3,
     check=_check_folder,
 )
 def folder(

@@ -1,44 +1,15 @@
-"""The datasets generated offline: `digits` (from scikit-learn's bundled file) and `polygons` (from a seed)."""
+"""The datasets generated offline from a seed: `polygons`. (`digits`, read from scikit-learn, is in `packaged`.)"""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from bench.data import Dataset, _check_int, register
 from bench.data.cache import _dataset, _read_cache, _write_cache
-from bench.data.images import DEFAULT_RESIZE, NO_RESIZE
+from bench.data.images import NO_RESIZE
 from bench.io import cache_dir
-
-# ---------------------------------------------------------------------------------------------------------------------
-# digits
-
-DIGITS_TEST = 360
-DIGITS_SIZE = 8  # the side of scikit-learn's images
-
-
-@register("digits", 16, "scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes); no download")
-def digits(image_size: int) -> Dataset:
-    from sklearn.datasets import load_digits  # sklearn is slow to import and only needed here
-
-    bunch = load_digits()
-    images = torch.from_numpy(bunch.images).float().div(16).unsqueeze(1)  # pixel values are 0..16
-    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
-    images = images.clamp(0, 1).mul(255).round().to(torch.uint8)
-    labels = torch.from_numpy(bunch.target).long()
-    order = torch.from_numpy(np.random.RandomState(0).permutation(len(images)))
-    train, test = order[:-DIGITS_TEST], order[-DIGITS_TEST:]
-    # At the native 8×8 the interpolation is the identity; otherwise it is the antialiased bilinear resize (of the
-    # floats, before rounding).
-    resize = NO_RESIZE if image_size == DIGITS_SIZE else DEFAULT_RESIZE
-    return Dataset("digits", images[train], images[test], labels[train], labels[test], num_classes=10, resize=resize)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# polygons
 
 MIN_VERTICES, MAX_VERTICES = 3, 8
 # Each gap between consecutive vertices (as an angle on the ellipse) is at least this fraction of the even

@@ -239,8 +239,9 @@ class _CelebA(_Torchvision):
         return images, np.zeros(len(images), dtype=np.int64)
 
 
-def _register_torchvision(dataset: _Torchvision, default_size: int, description: str) -> None:
-    register(dataset.name, default_size, description, check=dataset.check, download=dataset.download)(dataset.load)
+def _register_torchvision(dataset: _Torchvision, default_size: int, description: str, channels: int = 1) -> None:
+    register(dataset.name, default_size, description, channels=channels, check=dataset.check,
+             download=dataset.download)(dataset.load)
 
 
 _register_torchvision(
@@ -257,11 +258,13 @@ _register_torchvision(
     _Cifar10("cifar10", torchvision.datasets.CIFAR10, num_classes=10),
     32,
     "CIFAR-10 photos: 32×32 RGB, 50k/10k, 10 classes",
+    channels=3,
 )
 _register_torchvision(
     _CelebA("celeba", torchvision.datasets.CelebA, num_classes=0),
     64,
     "CelebA aligned faces: centred 160×160 crop resized (option resize), RGB, 162,770/19,962 (train/test "
     "partitions), no classes",
+    channels=3,
 )
 
