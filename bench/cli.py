@@ -21,7 +21,7 @@ def _trial_config(args: argparse.Namespace):
     from bench.trial import MAX_EVALUATIONS, TrialConfig
 
     fields = {name: getattr(args, name) for name in (
-        "dataset", "image_size", "model", "loss", "steps", "batch_size", "z_dim", "z_dist", "lr", "beta1", "beta2",
+        "dataset", "image_size", "loss", "steps", "batch_size", "z_dim", "z_dist", "lr", "beta1", "beta2",
         "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k", "r1_gamma", "d_batchnorm", "optimizer", "init",
         "count", "seed", "device", "threads", "amp", "perceptual_net")}
     if args.eval_every is not None:
@@ -30,6 +30,12 @@ def _trial_config(args: argparse.Namespace):
                              f"trial; at most {MAX_EVALUATIONS:,}")
         fields["eval_steps"] = sorted(set(range(args.eval_every, args.steps + 1, args.eval_every)) | {args.steps})
     fields["dataset_options"] = _key_values(args.dataset_option, "--dataset-option")
+    if args.task is not None:
+        fields["task"] = {"task": args.task, "unpaired": args.unpaired,
+                          "options": _key_values(args.task_option, "--task-option")}
+    elif args.unpaired or args.task_option:
+        raise BenchError(f"{'--unpaired' if args.unpaired else '--task-option'}: give the task with --task")
+    fields["model"] = args.model
     fields["loss_params"] = _key_values(args.loss_param, "--loss-param")
     fields["terms"] = []
     for given in args.term:  # NAME or NAME=WEIGHT: the term, and its weight w_NAME (default 1)
@@ -57,7 +63,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
         out = Path(args.out)
     _check_writable(out, "--out")
     result = run_trial(config, out, progress=not args.no_progress)
-    print(f"\n{config.loss} on {config.dataset}: {result.status} after {result.steps_done} steps "
+    on = f"{config.dataset} ({config.task.label})" if config.task else config.dataset
+    print(f"\n{config.loss} on {on}: {result.status} after {result.steps_done} steps "
           f"({result.steps_per_second:.1f} steps/s); metrics by feature extractor {result.extractor}")
     if result.rows:
         print(pd.DataFrame(result.rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -66,7 +73,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 
 def cmd_losses(args: argparse.Namespace) -> int:
-    from bench import losses, terms
+    from bench import losses, tasks, terms
 
     for name in losses.names():
         spec = losses.get(name)
@@ -78,6 +85,10 @@ def cmd_losses(args: argparse.Namespace) -> int:
           "g_terms / d_terms):")
     for term in terms.TERMS.values():
         print(f"{term.name:18} {term.acts_on.upper()}: {term.description}")
+    print("\nimage-to-image tasks (a study's dataset entry {name, task, dataset, unpaired, options}; trial --task):")
+    for task in tasks.TASKS.values():
+        options = ", ".join(f"{k} {v}" for k, v in task.options.items())
+        print(f"{task.name:18} {task.description}" + (f" (options: {options})" if options else ""))
     return 0
 
 
@@ -159,8 +170,8 @@ def _updates(study, steps: int) -> list[tuple[int, int, int]]:
     values = set()
     for loss in study.losses:
         spec = losses.get(study.base_loss(loss))
-        if spec.discriminator == "encoder":
-            continue  # the VAE updates encoder and decoder together: n_disc does not apply
+        if spec.discriminator in ("encoder", "none"):
+            continue  # the VAE updates encoder and decoder together, loss none has no D: n_disc does not apply
         space, fixed = distributions(study, loss), study.fixed_params(loss)
         if "n_disc" in space:
             d = space["n_disc"]
@@ -413,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     trial = command("trial", "train and score one configuration")
     trial.add_argument("--dataset", default="digits", metavar="NAME",
-                       help="digits, polygons, mnist, fashion_mnist, cifar10, celeba or folder")
+                       help="digits, mnist5k, polygons, mnist, fashion_mnist, cifar10, celeba or folder")
     trial.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                        help="a dataset option, e.g. path=/data/faces for --dataset folder (repeatable)")
     trial.add_argument("--loss", default="ns_gan", help="a name from `gan-bench losses`, or package.module:function")
@@ -422,7 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
     trial.add_argument("--count", choices=["g_steps", "d_steps"],
                        help="what a step is: g_steps: n_disc D updates and one G update; d_steps (the paper's): one "
                             "D update, with G updated on the first and every n_disc-th (default: g_steps)")
-    trial.add_argument("--model", default="mlp", help="mlp, infogan or dcgan")
+    trial.add_argument("--model", help="mlp, infogan or dcgan (default: mlp); unet for an image-to-image --task "
+                       "(its default there)")
+    trial.add_argument("--task", help="an image-to-image task made from the dataset: superres, inpaint, denoise, "
+                       "edges or colorize (see `gan-bench losses`); default: unconditional generation")
+    trial.add_argument("--unpaired", action="store_true", help="train the --task without pairs (CycleGAN / CUT); "
+                       "scored on the true pairs")
+    trial.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="an option of the --task, e.g. factor=4 for superres (repeatable)")
     trial.add_argument("--image-size", type=_positive_int, metavar="N",
                        help="square image side (default: the dataset's, e.g. 28 for mnist)")
     trial.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per batch (default: 64)")

@@ -299,6 +299,8 @@ class LossSpec:
     @property
     def hyperparameters(self) -> tuple[str, ...]:
         """Every hyperparameter this loss reads: a value given for any other would silently do nothing."""
+        if self.discriminator == "none":  # no D: only G's optimiser
+            return (*(name for name in COMMON_HYPERPARAMETERS if name != "d_batchnorm"), *self.params)
         names = list(COMMON_HYPERPARAMETERS)
         if self.discriminator != "encoder":  # the VAE updates encoder and decoder together, once per step
             names.append("n_disc")
@@ -393,6 +395,10 @@ LOSSES: dict[str, LossSpec] = {
             latent="normal",  # the prior: decoding z ~ N(0, I) is how a VAE samples
             defaults=_defaults(lr=5e-5, beta1=0.5, beta2=0.999, d_batchnorm=True),  # params.py 63-74, 209-210
         ),
+        # No adversarial part: an image-to-image loss made of its terms alone (L1, SSIM, ... regression), the
+        # baseline every adversarial combination has to beat. pix2pix's Adam settings (Isola et al. 2017, §4).
+        LossSpec("none", None, "no adversarial loss and no D: the terms alone (image-to-image tasks only)",
+                 discriminator="none", defaults=_defaults(lr=2e-4, beta1=0.5, beta2=0.999)),
     ]
 }
 

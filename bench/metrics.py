@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
@@ -35,6 +36,21 @@ DOMAIN_FEATURES = 64
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release asset, 91 MB
 # Bump when DomainClassifier or its training changes, so stale cached extractors are not reused.
 DOMAIN_VERSION = 3
+
+
+# What a study may optimise: FID for any trial; PSNR and SSIM of outputs against their true targets, for image-to-image
+# tasks. Which way each metric improves decides the Optuna direction, each run's best evaluation, the bootstrap curve,
+# the summary's best and median and the confirm stage's configuration.
+OBJECTIVES = ("fid", "psnr", "ssim")
+HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "isc"})
+
+
+def best_of(metric: str, values: list[float]) -> float:
+    """The best finite value of `metric` among `values`; the worst possible (±inf) if none is finite."""
+    finite = [v for v in values if math.isfinite(v)]
+    if metric in HIGHER_IS_BETTER:
+        return max(finite, default=-math.inf)
+    return min(finite, default=math.inf)
 
 
 class MetricsConfig(BaseModel):

@@ -34,7 +34,7 @@ def use_data_root(root: Path | str | None) -> None:
 
 
 def image_size(study: Study, dataset: str) -> int:
-    return study.image_size or data.default_size(dataset)
+    return study.image_size or data.default_size(study.base_dataset(dataset))
 
 
 def missing(study: Study) -> list[str]:
@@ -43,7 +43,7 @@ def missing(study: Study) -> list[str]:
     for dataset in study.datasets:
         try:
             options = study.dataset_options.get(dataset, {})
-            data.check_available(dataset, image_size(study, dataset), **options)
+            data.check_available(study.base_dataset(dataset), image_size(study, dataset), **options)
         except data.DatasetMissingError as error:
             problems.append(error.problem)
     if study.metrics.extractor == "inception" and not inception_weights_path(study.metrics).is_file():
@@ -144,7 +144,8 @@ def prepare(study: Study, download: bool, log: Callable[[str], None] = print) ->
     if vgg := _vgg(study):
         _vgg_weights(vgg, download, log)
     for name in study.datasets:
-        dataset = _load_dataset(name, image_size(study, name), study.dataset_options.get(name, {}), download, log)
+        dataset = _load_dataset(study.base_dataset(name), image_size(study, name), study.dataset_options.get(name, {}),
+                                download, log)
         _real_features(Scorer(study.metrics, dataset, device), log)
 
 

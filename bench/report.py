@@ -16,13 +16,16 @@ import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
 
+from matplotlib import image as mpimg
 from matplotlib.figure import Figure  # a bare Figure: no pyplot state or backend, nothing to close
 from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
+import yaml
 
 from bench import BenchError
 from bench.io import atomic_write_text
+from bench.metrics import HIGHER_IS_BETTER
 
 
 PAPER_CSV = "lucic2018_best_fid.csv"
@@ -35,6 +38,8 @@ class DamagedResults(BenchError):
 
 
 RESULT_COLUMNS = ("dataset", "loss", "trial", "seed", "step", "status")
+# The metrics of image-to-image trials, described beside the objective in the summary.
+TASK_METRICS = ("psnr", "ssim", "perceptual", "fid")
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
@@ -74,53 +79,79 @@ def _has(status: str) -> Callable[[pd.Series], bool]:
     return lambda statuses: bool((statuses == status).any())
 
 
-def runs(results: pd.DataFrame, keys: list[str], params: Sequence[str] = (), sort: bool = True) -> pd.DataFrame:
-    """One row per run (one seed of one trial): its best FID over the evaluations (the paper's rule; NaN when it
-    never had a finite one), whether it diverged, collapsed or was pruned, and the first value of each column in
-    `params`."""
-    return results.groupby(keys, sort=sort).agg(
-        best_fid=("fid", "min"), diverged=("status", _has("diverged")), collapsed=("status", _has("collapsed")),
-        pruned=("status", _has("pruned")), **{p: (p, "first") for p in params})
+def _best(metric: str) -> str:
+    """The pandas reduction that picks `metric`'s best value (NaN where there is no finite one)."""
+    return "max" if metric in HIGHER_IS_BETTER else "min"
 
 
-def trial_scores(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per search trial: its protocol, whether it diverged, collapsed or was pruned, best FID over evaluation
-    steps (the mean over its seeds; NaN when a seed has none, as the runner's objective makes such a trial
-    ineligible) and its parameters."""
+def runs(results: pd.DataFrame, keys: list[str], params: Sequence[str] = (), sort: bool = True,
+         metrics: Sequence[str] = ("fid",)) -> pd.DataFrame:
+    """One row per run (one seed of one trial): its best value of each metric over the evaluations, `best_<metric>`
+    (the paper's rule for FID; NaN when it never had a finite one), whether it diverged, collapsed or was pruned, and
+    the first value of each column in `params`."""
+    finite = results.assign(**{m: results[m].where(np.isfinite(results[m])) for m in metrics})
+    return finite.groupby(keys, sort=sort).agg(
+        **{f"best_{m}": (m, _best(m)) for m in metrics}, diverged=("status", _has("diverged")),
+        collapsed=("status", _has("collapsed")), pruned=("status", _has("pruned")), **{p: (p, "first") for p in params})
+
+
+def metrics_of(results: pd.DataFrame, objective: str) -> list[str]:
+    """The metrics a report ranks and describes: the objective first, then the other image-to-image metrics present
+    (an unconditional study has FID alone)."""
+    return [objective, *(m for m in TASK_METRICS if m in results and m != objective)]
+
+
+def trial_scores(results: pd.DataFrame, objective: str = "fid") -> pd.DataFrame:
+    """One row per search trial: its protocol, whether it diverged, collapsed or was pruned, the best value over
+    evaluation steps of the objective and of every other metric (`metrics_of`; the mean over its seeds; NaN when a
+    seed has none, as the runner's objective makes such a trial ineligible) and its parameters."""
     if "stage" in results:
         results = results[results["stage"] == "search"]
     results = with_protocol(results)
     params = [c for c in results.columns if c.startswith("param_")]
-    per_seed = runs(results, ["dataset", "loss", "protocol", "trial", "seed"], params)
+    metrics = metrics_of(results, objective)
+    per_seed = runs(results, ["dataset", "loss", "protocol", "trial", "seed"], params, metrics=metrics)
     return per_seed.groupby(["dataset", "loss", "protocol", "trial"]).agg(
-        best_fid=("best_fid", lambda b: b.mean(skipna=False)), diverged=("diverged", "any"),
-        collapsed=("collapsed", "any"), pruned=("pruned", "any"), **{p: (p, "first") for p in params}
-    ).reset_index()
+        **{f"best_{m}": (f"best_{m}", lambda b: b.mean(skipna=False)) for m in metrics},
+        diverged=("diverged", "any"), collapsed=("collapsed", "any"), pruned=("pruned", "any"),
+        **{p: (p, "first") for p in params}).reset_index()
 
 
 def _finite(values: pd.Series) -> pd.Series:
     return values[np.isfinite(values)]
 
 
-def summary(results: pd.DataFrame) -> pd.DataFrame:
+def summary(results: pd.DataFrame, objective: str = "fid") -> pd.DataFrame:
     """Per (dataset, loss, protocol): trials done (`trials`: trained until their budget or their own failure ended
-    them), how many a pruner stopped (`pruned`), how many have no finite FID (`no_fid`), best and median FID of those
-    that have one, the best trial's hyperparameters, the shares that diverged and that collapsed.
+    them), how many a pruner stopped (`pruned`), how many have no finite objective (`no_fid`, `no_ssim`, ...), best and
+    median objective of those that have one, the best trial's hyperparameters, the shares that diverged and that
+    collapsed; for image-to-image studies also the best and median of every other metric (each trial at its own best
+    evaluation for that metric).
 
     Pruned trials are counted in their own column and left out of everything else: their FID is of a shorter
     training, so it would compare unequal compute (and a pruner stops the trials that look worse, so the statistics
     describe the trials it kept)."""
-    trials = trial_scores(results)
+    trials = trial_scores(results, objective)
     rows = []
     for (dataset, loss, protocol), group in trials.groupby(["dataset", "loss", "protocol"], sort=False):
         done = group[~group["pruned"]]
-        scored = done.loc[_finite(done["best_fid"]).index]
-        best = scored.loc[scored["best_fid"].idxmin()] if len(scored) else None
+        scored = done.loc[_finite(done[f"best_{objective}"]).index]
+        best = None
+        if len(scored):
+            values = scored[f"best_{objective}"]
+            best = scored.loc[values.idxmax() if objective in HIGHER_IS_BETTER else values.idxmin()]
+        others = {}
+        for metric in metrics_of(results, objective)[1:]:
+            values = _finite(done[f"best_{metric}"])
+            others[f"best_{metric}"] = (values.max() if metric in HIGHER_IS_BETTER else values.min()) \
+                if len(values) else np.nan
+            others[f"median_{metric}"] = values.median() if len(values) else np.nan
         rows.append({
             "dataset": dataset, "loss": loss, "trials": len(done), "pruned": len(group) - len(done),
-            "no_fid": len(done) - len(scored),
-            "best_fid": best["best_fid"] if best is not None else np.nan,
-            "median_fid": scored["best_fid"].median() if len(scored) else np.nan,
+            f"no_{objective}": len(done) - len(scored),
+            f"best_{objective}": best[f"best_{objective}"] if best is not None else np.nan,
+            f"median_{objective}": scored[f"best_{objective}"].median() if len(scored) else np.nan,
+            **others,
             "diverged_share": done["diverged"].mean(), "collapsed_share": done["collapsed"].mean(),
             "best_trial": int(best["trial"]) if best is not None else None,
             "best_params": ", ".join(f"{c.removeprefix('param_')}={best[c]:.4g}" if isinstance(best[c], float)
@@ -133,31 +164,35 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def min_fid_bootstrap(fids: np.ndarray, max_budget: int, resamples: int = 2000,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For k = 1..max_budget: median and 2.5–97.5 % band of the minimum FID of k trials drawn with replacement.
+def best_of_k_bootstrap(values: np.ndarray, max_budget: int, resamples: int = 2000, seed: int = 0,
+                        higher_is_better: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For k = 1..max_budget: median and 2.5–97.5 % band of the best value (the minimum FID; the maximum PSNR or
+    SSIM with `higher_is_better`) of k trials drawn with replacement.
 
-    A trial without a finite FID (NaN or inf in `fids`) counts as FID = +inf, worse than any: the budget paid for
-    it. The mean would then be infinite as soon as one resample drew only such trials, so the median and band
-    are quantiles that do not interpolate (`inverted_cdf`): each is one of the drawn minima, +inf included."""
+    A trial without a finite value (NaN or inf in `values`) counts as worse than any (+inf FID, −inf SSIM): the
+    budget paid for it. The mean would then be infinite as soon as one resample drew only such trials, so the median
+    and band are quantiles that do not interpolate (`inverted_cdf`): each is one of the drawn bests, ±inf included.
+    A maximised metric is negated, bootstrapped as a minimum, and negated back (its band's edges swap)."""
     rng = np.random.default_rng(seed)
-    fids = np.asarray(fids, dtype=float)
-    fids = np.where(np.isfinite(fids), fids, np.inf)
-    draws = rng.choice(fids, size=(resamples, max_budget), replace=True)
+    sign = -1.0 if higher_is_better else 1.0
+    values = sign * np.asarray(values, dtype=float)
+    values = np.where(np.isfinite(values), values, np.inf)
+    draws = rng.choice(values, size=(resamples, max_budget), replace=True)
     # The minimum over the first k draws of each resample: one pass gives every budget, and the curve of each
-    # resample (hence every quantile) is non-increasing in k.
+    # resample (hence every quantile) is monotone in k.
     minima = np.minimum.accumulate(draws, axis=1)
     median, low, high = np.quantile(minima, [0.5, 0.025, 0.975], axis=0, method="inverted_cdf")
-    return median, low, high
+    return (sign * median, sign * high, sign * low) if higher_is_better else (median, low, high)
 
 
-def plot_fid_vs_budget(results: pd.DataFrame, path: Path) -> Figure:
+def plot_vs_budget(results: pd.DataFrame, path: Path, objective: str = "fid") -> Figure:
     """The paper's figure from the search stage, one panel per (dataset, protocol): per loss, the bootstrap median
-    and 95 % band of the minimum FID over k samples, trials without FID counted as worse than any (where the
-    median or a band edge is +inf nothing is drawn). Pruned trials are left out (the legend says how many): their
-    FID is of a shorter training, and the figure compares losses at equal compute per sample. Writes `path` and
-    returns the figure."""
-    trials = trial_scores(results)
+    and 95 % band of the best objective (minimum FID, maximum PSNR or SSIM) over k samples, trials without a finite
+    one counted as worse than any (where the median or a band edge is infinite nothing is drawn). Pruned trials are
+    left out (the legend says how many): their score is of a shorter training, and the figure compares losses at
+    equal compute per sample. Writes `path` and returns the figure."""
+    trials = trial_scores(results, objective)
+    name = objective.upper()
     panels = list(dict.fromkeys(zip(trials["dataset"], trials["protocol"])))
     columns = min(len(panels), PANELS_PER_ROW)
     rows = math.ceil(len(panels) / columns)
@@ -167,25 +202,28 @@ def plot_fid_vs_budget(results: pd.DataFrame, path: Path) -> Figure:
     for ax, (dataset, protocol) in zip(axes, panels):
         panel = trials[(trials["dataset"] == dataset) & (trials["protocol"] == protocol)]
         for loss, group in panel.groupby("loss", sort=False):
-            fids = group.loc[~group["pruned"], "best_fid"].to_numpy(dtype=float)
-            n, without, pruned = len(fids), int((~np.isfinite(fids)).sum()), int(group["pruned"].sum())
-            median, low, high = min_fid_bootstrap(fids, n)
+            values = group.loc[~group["pruned"], f"best_{objective}"].to_numpy(dtype=float)
+            n, without, pruned = len(values), int((~np.isfinite(values)).sum()), int(group["pruned"].sum())
+            median, low, high = best_of_k_bootstrap(values, n, higher_is_better=objective in HIGHER_IS_BETTER)
             k = np.arange(1, n + 1)
-            notes = ([f"{without} of {n} without FID"] if without else []) + (
+            notes = ([f"{without} of {n} without {name}"] if without else []) + (
                 [f"{pruned} pruned, left out"] if pruned else [])
             label = f"{loss} ({'; '.join(notes)})" if notes else loss
             ax.plot(k, median, marker="o", markersize=3, label=label)
             ax.fill_between(k, low, high, alpha=0.2)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_yscale("log")  # one bad first sample (FID ~1000) must not flatten the curves that matter
+        if objective == "fid":
+            ax.set_yscale("log")  # one bad first sample (FID ~1000) must not flatten the curves that matter
         ax.set_title(f"{dataset}\n" + textwrap.fill(protocol, 60, break_on_hyphens=False), fontsize=8)
         ax.set_xlabel("budget: hyperparameter samples")
-        ax.set_ylabel("minimum FID (bootstrap median, 95 % band)")
+        ax.set_ylabel(f"{'maximum' if objective in HIGHER_IS_BETTER else 'minimum'} {name} (bootstrap median, "
+                      "95 % band)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(f"Min FID vs budget — features: {extractor}", fontsize=9)
+    fig.suptitle(f"{'Max' if objective in HIGHER_IS_BETTER else 'Min'} {name} vs budget — FID features: {extractor}",
+                 fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -213,7 +251,7 @@ def read_reference(path: Path) -> pd.DataFrame:
     return table
 
 
-def confirm_table(results: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame:
+def confirm_table(results: pd.DataFrame, reference: pd.DataFrame | None, objective: str = "fid") -> pd.DataFrame:
     """Per (loss, dataset, protocol) of the confirm stage: mean ± std (ddof 1) of the best FID of every run that has
     a finite one, diverged, collapsed or not; the runs, how many diverged and collapsed, how many have no finite FID
     (`no_fid`: counted,
@@ -222,17 +260,22 @@ def confirm_table(results: pd.DataFrame, reference: pd.DataFrame | None) -> pd.D
 
     A run that diverged after an evaluation keeps its best earlier FID, as in the paper's code (compare_gan v1
     scored a NaN checkpoint 31337 and took each run's best checkpoint): leaving it out would flatter the losses
-    that diverge."""
+    that diverge.
+
+    Another objective (PSNR, SSIM) gets the same columns under its own name (`ssim_mean`, ...) and no paper's."""
     confirm = with_protocol(results[results["stage"] == "confirm"])
-    per_run = runs(confirm, ["loss", "dataset", "protocol", "seed"], sort=False)
+    per_run = runs(confirm, ["loss", "dataset", "protocol", "seed"], sort=False, metrics=[objective])
     rows = []
     for (loss, dataset, protocol), group in per_run.groupby(["loss", "dataset", "protocol"], sort=False):
-        scored = _finite(group["best_fid"])
-        rows.append({"loss": loss, "dataset": dataset, "protocol": protocol, "fid_mean": scored.mean(),
-                     "fid_std": scored.std(ddof=1), "runs": len(group), "diverged": int(group["diverged"].sum()),
-                     "collapsed": int(group["collapsed"].sum()), "no_fid": len(group) - len(scored)})
-    table = pd.DataFrame(rows, columns=["loss", "dataset", "protocol", "fid_mean", "fid_std", "runs", "diverged",
-                                        "collapsed", "no_fid"])
+        scored = _finite(group[f"best_{objective}"])
+        rows.append({"loss": loss, "dataset": dataset, "protocol": protocol, f"{objective}_mean": scored.mean(),
+                     f"{objective}_std": scored.std(ddof=1), "runs": len(group),
+                     "diverged": int(group["diverged"].sum()), "collapsed": int(group["collapsed"].sum()),
+                     f"no_{objective}": len(group) - len(scored)})
+    table = pd.DataFrame(rows, columns=["loss", "dataset", "protocol", f"{objective}_mean", f"{objective}_std", "runs",
+                                        "diverged", "collapsed", f"no_{objective}"])
+    if objective != "fid":
+        return table
     if reference is None:
         reference = pd.DataFrame(columns=["model", "dataset", "fid_mean", "fid_std"])
     paper = reference.rename(columns={"model": "loss", "fid_mean": "paper_mean", "fid_std": "paper_std"})
@@ -296,24 +339,78 @@ def confirm_markdown(table: pd.DataFrame) -> str:
             + "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n")
 
 
+def plot_sample_grids(results: pd.DataFrame, results_dir: Path, path: Path, objective: str = "fid") -> Figure | None:
+    """The samples.png of each (dataset, loss)'s best search trial (first seed), one panel each, a row per dataset:
+    for image-to-image tasks, rows of sources, outputs and targets. None (nothing written) when no run folder has
+    one: results.csv without a `folder` column, or run folders moved away."""
+    trials = trial_scores(results, objective)
+    panels = []
+    for (dataset, loss), group in trials[~trials["pruned"]].groupby(["dataset", "loss"], sort=False):
+        values = _finite(group[f"best_{objective}"])
+        if not len(values) or "folder" not in results:
+            continue
+        best = group.loc[values.idxmax() if objective in HIGHER_IS_BETTER else values.idxmin()]
+        runs_of_best = results[(results["dataset"] == dataset) & (results["loss"] == loss)
+                               & (results["stage"] == "search") & (results["trial"] == best["trial"])]
+        grid = Path(results_dir) / str(runs_of_best["folder"].iloc[0]) / "samples.png"
+        if grid.is_file():
+            panels.append((dataset, loss, best[f"best_{objective}"], grid))
+    if not panels:
+        return None
+    datasets = list(dict.fromkeys(p[0] for p in panels))
+    columns = max(sum(p[0] == d for p in panels) for d in datasets)
+    fig = Figure(figsize=(3.2 * columns, 2.0 * len(datasets)))
+    axes = fig.subplots(len(datasets), columns, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for dataset_row, dataset in zip(axes, datasets):
+        for ax, (_, loss, value, grid) in zip(dataset_row, [p for p in panels if p[0] == dataset]):
+            ax.imshow(mpimg.imread(grid), cmap="gray", interpolation="nearest")
+            ax.set_title(f"{dataset} · {loss}\n{objective.upper()} {value:.4g}", fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=150)
+    tmp.replace(path)
+    return fig
+
+
+def study_objective(results_dir: Path) -> str:
+    """The objective of the study in `results_dir` (its study.yaml), fid when it names none or is absent."""
+    saved = Path(results_dir) / "study.yaml"
+    if not saved.is_file():
+        return "fid"
+    fields = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    return fields.get("objective", "fid") if isinstance(fields, dict) else "fid"
+
+
 def write_report(results_dir: Path, reference: Path | None = None) -> list[Path]:
-    """From results.csv alone, in the results folder: summary.csv, summary.md and fid_vs_budget.png of the search
-    stage, and with a confirm stage paper_table.csv and paper_table.md."""
+    """From results.csv (and the objective in study.yaml beside it), in the results folder: summary.csv, summary.md,
+    <objective>_vs_budget.png and samples.png (the best trials' sample grids) of the search stage; with a confirm
+    stage, paper_table.csv and paper_table.md (FID), or confirm.csv and confirm.md (another objective)."""
     results_dir = Path(results_dir)
     results = read_results(results_dir)
     if results.empty:
         raise BenchError(f"{results_dir / 'results.csv'}: no finished trials yet")
+    objective = study_objective(results_dir)
     paths = []
     if (results["stage"] == "search").any():
-        table = summary(results)
+        table = summary(results, objective)
         atomic_write_text(results_dir / "summary.csv", table.to_csv(index=False))
         atomic_write_text(results_dir / "summary.md", table.to_markdown(index=False, floatfmt=".4g") + "\n")
-        plot_fid_vs_budget(results, results_dir / "fid_vs_budget.png")
-        paths += [results_dir / name for name in ("summary.csv", "summary.md", "fid_vs_budget.png")]
+        plot_vs_budget(results, results_dir / f"{objective}_vs_budget.png", objective)
+        paths += [results_dir / name for name in ("summary.csv", "summary.md", f"{objective}_vs_budget.png")]
+        if plot_sample_grids(results, results_dir, results_dir / "samples.png", objective) is not None:
+            paths.append(results_dir / "samples.png")
     if (results["stage"] == "confirm").any():
-        reference = reference or reference_path(results_dir)
-        table = confirm_table(results, read_reference(reference) if reference else None)
-        atomic_write_text(results_dir / "paper_table.csv", table.to_csv(index=False))
-        atomic_write_text(results_dir / "paper_table.md", confirm_markdown(table))
-        paths += [results_dir / "paper_table.csv", results_dir / "paper_table.md"]
+        if objective == "fid":
+            reference = reference or reference_path(results_dir)
+            table = confirm_table(results, read_reference(reference) if reference else None)
+            atomic_write_text(results_dir / "paper_table.csv", table.to_csv(index=False))
+            atomic_write_text(results_dir / "paper_table.md", confirm_markdown(table))
+            paths += [results_dir / "paper_table.csv", results_dir / "paper_table.md"]
+        else:
+            table = confirm_table(results, None, objective)
+            atomic_write_text(results_dir / "confirm.csv", table.to_csv(index=False))
+            atomic_write_text(results_dir / "confirm.md", table.to_markdown(index=False, floatfmt=".4g") + "\n")
+            paths += [results_dir / "confirm.csv", results_dir / "confirm.md"]
     return paths

@@ -4,7 +4,8 @@ The driver (`prepare`) creates every Optuna study once and enqueues its hyperpar
 any worker starts — several processes creating the same RDB study at once crash. Workers (`work`)
 then claim enqueued trials one at a time under a file lock, so none is run twice and the budget is
 never exceeded, and record each trial's metrics on it as user attributes. The trial's objective is
-the best FID over its evaluation steps (the paper's rule), averaged over the study's seeds.
+the best FID over its evaluation steps (the paper's rule; or the study's other objective, PSNR or SSIM of an
+image-to-image task, maximised), averaged over the study's seeds.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pydantic import ValidationError
 
 from bench import BenchError, losses, workers
 from bench.io import atomic_write_bytes, atomic_write_text
-from bench.metrics import protocol_id
+from bench.metrics import HIGHER_IS_BETTER, best_of, protocol_id
 from bench.study import STAGES, Distribution, Part, Study
 from bench.trial import FALLBACK_DEFAULTS, TrialConfig, folder_name, run_trial
 
@@ -180,8 +181,8 @@ def _suggest(trial: optuna.Trial, space: dict[str, BaseDistribution]) -> None:
 
 def best_configuration(study: Study, storage: optuna.storages.BaseStorage, dataset: str,
                        loss: str) -> tuple[int, dict[str, Any]] | None:
-    """(sample, resolved hyperparameters) of the search trial with the lowest best FID over all its evaluations,
-    or None if no trial has a finite FID. Ties: the earlier sample.
+    """(sample, resolved hyperparameters) of the search trial with the best objective (FID: the lowest; PSNR, SSIM:
+    the highest) over all its evaluations, or None if no trial has a finite one. Ties: the earlier sample.
 
     As compare_gan v1 chose phase 3's configuration (generate_tasks_lib.py lines 152-163): over every checkpoint of
     every run, where a NaN checkpoint scored 31337 (eval_gan_lib.py line 43) and the run was kept, so a run that
@@ -193,18 +194,25 @@ def best_configuration(study: Study, storage: optuna.storages.BaseStorage, datas
         runs = trial.user_attrs.get("runs")
         if not runs or trial.user_attrs.get("status") == "pruned":  # failed, or trained less
             continue
-        bests = [run_best_fid(run["rows"]) for run in runs]
+        bests = [run_best(run["rows"], study.objective) for run in runs]
         if all(math.isfinite(b) for b in bests):
             candidates.append((sum(bests) / len(bests), trial.user_attrs["sample"], runs[0]["params"]))
     if not candidates:
         return None
-    _, sample, params = min(candidates, key=lambda c: (c[0], c[1]))
+    sign = -1 if study.objective in HIGHER_IS_BETTER else 1
+    _, sample, params = min(candidates, key=lambda c: (sign * c[0], c[1]))
     return sample, params
 
 
-def run_best_fid(rows: list[dict[str, Any]]) -> float:
-    """A run's best FID over its evaluations (the paper's rule), inf if it has none that is finite."""
-    return min((row["fid"] for row in rows if math.isfinite(row.get("fid", math.nan))), default=math.inf)
+def run_best(rows: list[dict[str, Any]], objective: str) -> float:
+    """A run's best value of the objective over its evaluations (the paper's rule for FID), the worst possible
+    (±inf) if it has none that is finite."""
+    return best_of(objective, [row.get(objective, math.nan) for row in rows])
+
+
+def direction(study: Study) -> str:
+    """The Optuna direction of the study's objective."""
+    return "maximize" if study.objective in HIGHER_IS_BETTER else "minimize"
 
 
 def confirm_source(study: Study) -> tuple[Study, Path | None]:
@@ -228,8 +236,7 @@ def confirm_source(study: Study) -> tuple[Study, Path | None]:
         if ours != theirs:
             raise BenchError(f"confirm.source: {source_dir} trains differently: {field} is {theirs!r} there, "
                              f"{ours!r} here")
-    missing = [f"{d}/{l}" for d in study.datasets for l in study.losses
-               if d not in source.datasets or l not in source.losses]
+    missing = [f"{d}/{l}" for d, l in study.pairs() if (d, l) not in source.pairs()]
     if missing:
         raise BenchError(f"confirm.source: {source_dir} has no search for {', '.join(missing)}")
     return source, Path(source_dir)
@@ -244,7 +251,7 @@ def check_confirm_source(study: Study) -> None:
 
 # Study fields that decide what a trial trains and how it is scored: a confirm stage may take its configurations
 # only from a search that agrees on all of them.
-TRIAL_DEFINING = ("model", "model_per_dataset", "image_size", "batch_size", "z_dim", "z_dist", "init", "threads",
+TRIAL_DEFINING = ("tasks", "model", "model_per_dataset", "image_size", "batch_size", "z_dim", "z_dist", "init", "threads",
                   "dataset_options", "budget.steps", "budget.count", "budget.eval_every", "budget.evaluations",
                   "metrics", "perceptual_net")
 
@@ -308,7 +315,7 @@ def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.st
         else:
             check_confirm_source(study)
     for part in study.plan(stage):
-        ostudy = optuna.create_study(study_name=optuna_name(study, part), storage=storage, direction="minimize",
+        ostudy = optuna.create_study(study_name=optuna_name(study, part), storage=storage, direction=direction(study),
                                      load_if_exists=True)
         if "skipped" in ostudy.user_attrs:
             continue
@@ -317,8 +324,8 @@ def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.st
             continue  # its configuration is chosen once: a search trial finishing later must not change it
         current = latest_trials(trials)
         planned = _planned_trials(study, storage, part)
-        if part.stage == "confirm" and not planned:  # no search trial of the pair has a finite FID: nothing to confirm
-            ostudy.set_user_attr("skipped", "no search trial with a finite FID")
+        if part.stage == "confirm" and not planned:  # no search trial of the pair has a finite score: nothing to confirm
+            ostudy.set_user_attr("skipped", f"no search trial with a finite {study.objective.upper()}")
         for params, attrs in planned:
             trial = current.get(attrs["sample"])
             if trial is None or trial.user_attrs.get("status") == "interrupted":  # a copy was never enqueued
@@ -524,7 +531,7 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
     steps = study.budget.steps_for(dataset)
 
     def report(step: int, row: dict[str, Any]) -> None:
-        trial.report(row["fid"], step)
+        trial.report(row[study.objective], step)
         # At the last step pruning would save nothing, only hide a fully trained run's FID.
         if pruning and step < steps and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}")  # run_trial stops and returns status "pruned"
@@ -562,7 +569,7 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
     if status == "pruned":
         trial.study.tell(trial, state=TrialState.PRUNED)  # Optuna takes its last intermediate value as its value
         return
-    best = [run_best_fid(r["rows"]) for r in runs]
+    best = [run_best(r["rows"], study.objective) for r in runs]
     # The paper's rule: a run that diverged or collapsed after a finite FID keeps its best one (see
     # best_configuration).
     if all(math.isfinite(b) for b in best):
@@ -596,7 +603,7 @@ def _existing(storage: optuna.storages.BaseStorage) -> set[str]:
 def finished_trials(study: Study, storage: optuna.storages.BaseStorage,
                     stage: str | None) -> dict[tuple[str, str, str, int, int], str]:
     """The trial that stands for each finished sample, by (stage, dataset, loss, sample, trial number), described in
-    one line: its status, its best FID and its training speed (steps per second over its runs)."""
+    one line: its status, its best objective (FID, PSNR or SSIM) and its training speed (steps per second over its runs)."""
     out, existing = {}, _existing(storage)
     for part in study.plan(stage):
         if optuna_name(study, part) not in existing:
@@ -604,13 +611,14 @@ def finished_trials(study: Study, storage: optuna.storages.BaseStorage,
         trials = optuna.load_study(study_name=optuna_name(study, part), storage=storage).get_trials(deepcopy=False)
         for sample, trial in latest_trials(trials, finished_only=True).items():
             status, runs = trial.user_attrs["status"], trial.user_attrs.get("runs", [])
-            best = min((run_best_fid(run["rows"]) for run in runs), default=math.inf)
+            best = best_of(study.objective, [run_best(run["rows"], study.objective) for run in runs])
             seconds = sum(run.get("train_seconds", 0.0) for run in runs)
             speed = f", {sum(run['steps_done'] for run in runs) / seconds:.1f} steps/s" if seconds else ""
             stage_name = "" if part.stage == "search" else f" ({part.stage})"
             out[(part.stage, part.dataset, part.loss, sample, trial.number)] = (
                 f"{part.dataset} {part.loss}{stage_name} sample {sample}: {status}"
-                + (f", best FID {best:.4g}" if math.isfinite(best) else ", no FID") + speed)
+                + (f", best {study.objective.upper()} {best:.4g}" if math.isfinite(best)
+                   else f", no {study.objective.upper()}") + speed)
     return out
 
 
@@ -624,7 +632,8 @@ def counts(study: Study, storage: optuna.storages.BaseStorage, stage: str | None
     (`latest_trials`): finished as completed / diverged / collapsed / pruned / failed, or running (its worker
     alive, or not known to be dead), stale (running, but its worker is gone: the next `gan-bench run` queues it
     again), or queued (waiting, or not drawn yet). The columns sum to `budget`, except for a skipped confirm stage
-    (its search has no finite FID). Also the best FID so far, of trials trained to the end."""
+    (its search has no finite FID). Also the best objective so far (best_fid, best_ssim, ...), of trials trained to
+    the end."""
     parts, running, existing = [], [], _existing(storage)
     for part in study.plan(stage):
         name = optuna_name(study, part)
@@ -643,9 +652,9 @@ def counts(study: Study, storage: optuna.storages.BaseStorage, stage: str | None
         alive = [t.user_attrs.get("worker") not in gone for t in current.values() if t.state == TrialState.RUNNING]
         row["running"], row["stale"] = sum(alive), alive.count(False)
         row["queued"] = 0 if skipped else part.trials - sum(row[s] for s in (*FINISHED, "running", "stale"))
-        # COMPLETE only: a pruned trial's value (its last FID, of a shorter training) is not a best FID.
+        # COMPLETE only: a pruned trial's value (its last score, of a shorter training) is not a best one.
         values = [t.value for t in latest_trials(trials, finished_only=True).values() if t.state == TrialState.COMPLETE]
-        row["best_fid"] = min(values) if values else float("nan")
+        row[f"best_{study.objective}"] = best_of(study.objective, values) if values else float("nan")
         row["skipped"] = skipped
         rows.append(row)
     return pd.DataFrame(rows)
@@ -669,6 +678,8 @@ def results_table(study: Study, storage: optuna.storages.BaseStorage) -> pd.Data
                         "protocol": protocol_id(protocol), **protocol,
                         "wall_seconds": trial.user_attrs.get("wall_seconds"),
                         "source_trial": trial.user_attrs.get("source_trial"),
+                        # The run's files (samples.png, result.json, ...), relative to the results folder.
+                        "folder": trial_dir(Path(), part, trial.user_attrs["sample"], run["seed"]).as_posix(),
                         **{f"param_{k}": v for k, v in run["params"].items()}}
                 for row in run["rows"] or [{"step": run["steps_done"]}]:
                     rows.append({**base, **row})
@@ -692,7 +703,8 @@ def write_results(study: Study, storage: optuna.storages.BaseStorage, results_di
 # What a study with results may change: where it runs, and a confirm stage added later.
 FREE_FIELDS = ("executor", "data_root", "stages")
 # Fields keyed by dataset or by loss: an entry for a dataset or loss added to the study is growth.
-PER_DATASET = ("dataset_options", "model_per_dataset", "budget.steps", "budget.eval_every", "budget.evaluations")
+PER_DATASET = ("tasks", "losses_per_dataset", "dataset_options", "model_per_dataset", "budget.steps",
+               "budget.eval_every", "budget.evaluations")
 PER_LOSS = ("loss_search_space", "loss_defaults", "variants")
 _ABSENT = object()
 
@@ -708,7 +720,7 @@ def _differences(old: Any, new: Any, path: str = "") -> Iterator[tuple[str, Any,
 
 def _growth(field: str, old: Any, new: Any, before: dict[str, Any]) -> bool:
     """Whether a difference only adds to the study: trials of its own, none of the existing ones changed."""
-    if field in ("datasets", "losses", "seeds"):
+    if field in ("datasets", "losses", "seeds") or (field.startswith("losses_per_dataset.") and old is not _ABSENT):
         return isinstance(new, list) and all(value in new for value in old)
     if field == "budget.samples":
         return new >= old

@@ -7,7 +7,6 @@ The file is validated completely before any work starts; every problem is report
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bench import BenchError, data, feature_nets, losses, models, terms
-from bench.metrics import MetricsConfig
-from bench.trial import HYPERPARAMETERS, MAX_EVALUATIONS, StepCount, TrialConfig
+from bench.metrics import OBJECTIVES, MetricsConfig
+from bench.tasks import TaskSpec
+from bench.trial import HYPERPARAMETERS, MAX_EVALUATIONS, TRANSLATION_MODEL, StepCount, TrialConfig
 
 
 class StudyError(BenchError):
@@ -164,7 +164,7 @@ class Composite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # "+": l1+adv reads as the sum it is
     adversarial: str
     g_terms: dict[str, float] = Field(default_factory=dict)
     d_terms: dict[str, float] = Field(default_factory=dict)
@@ -177,7 +177,7 @@ class Composite(BaseModel):
             spec = losses.get(self.adversarial)
         except BenchError as error:
             raise ValueError(f"adversarial: {error}") from None
-        if spec.discriminator != "critic":
+        if spec.discriminator not in ("critic", "none"):
             raise ValueError(f"adversarial: {self.adversarial}'s discriminator is not a critic; loss terms need one")
         if not self.g_terms and not self.d_terms:
             raise ValueError("give g_terms or d_terms (a loss with no term is its adversarial loss)")
@@ -190,8 +190,6 @@ class Composite(BaseModel):
                 if term.acts_on != side:
                     raise ValueError(f"{side}_terms.{name}: a term of {term.acts_on.upper()}'s loss; put it in "
                                      f"{term.acts_on}_terms")
-                if "target" in term.needs:
-                    raise ValueError(f"{side}_terms.{name}: needs a paired target: image-to-image studies only")
                 if not 0 <= weight < math.inf:
                     raise ValueError(f"{side}_terms.{name}: a weight must be a finite number ≥ 0, got {weight}")
         if set(self.g_terms) & set(self.d_terms):
@@ -202,6 +200,26 @@ class Composite(BaseModel):
     def weights(self) -> dict[str, float]:
         """The default weight of each term, by hyperparameter name (w_<term>)."""
         return {terms.weight_name(name): weight for name, weight in {**self.g_terms, **self.d_terms}.items()}
+
+
+class TaskDataset(TaskSpec):
+    """An image-to-image task made from a dataset, under a name of its own, used in the study like a dataset:
+    `{name: sr4-mnist, task: superres, dataset: mnist5k, options: {factor: 4}}` in `datasets` (add `unpaired: true`
+    to train without pairs). Its name stands for it in every table, folder and per-dataset field."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    dataset: str
+
+    @model_validator(mode="after")
+    def _known_dataset(self) -> TaskDataset:
+        if self.name in data.names():
+            raise ValueError(f"name: {self.name} is already a dataset's name")
+        if self.dataset not in data.names():
+            raise ValueError(f"dataset: unknown dataset {self.dataset!r}; valid: {', '.join(data.names())}")
+        return self
+
+    def spec(self) -> TaskSpec:
+        return TaskSpec(task=self.task, unpaired=self.unpaired, options=self.options)
 
 
 class Variant(BaseModel):
@@ -313,12 +331,18 @@ class Study(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    tasks: dict[str, TaskDataset] = Field(default_factory=dict, description="image-to-image tasks: given in `datasets` "
+                                          "as {name, task, dataset, unpaired, options}")
     datasets: list[str] = Field(min_length=1)
     dataset_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per dataset, its options")
     variants: dict[str, Variant] = Field(default_factory=dict, description="named losses with fixed hyperparameters")
     composites: dict[str, Composite] = Field(default_factory=dict, description="losses that are weighted sums of "
                                              "terms: given in `losses` as {name, adversarial, g_terms, d_terms}")
     losses: list[str] = Field(min_length=1)
+    losses_per_dataset: dict[str, list[str]] = Field(default_factory=dict, description="per dataset, the losses of "
+                                                     "`losses` it trains (default: all of them)")
+    objective: Literal[OBJECTIVES] = Field("fid", description="what the search optimises and the report ranks by: "
+                                           "fid (minimised), or psnr / ssim of image-to-image outputs (maximised)")
     model: str = "mlp"
     model_per_dataset: dict[str, str] = Field(default_factory=dict)
     image_size: int | None = Field(None, ge=8)
@@ -349,9 +373,9 @@ class Study(BaseModel):
 
     @field_validator("datasets")
     @classmethod
-    def _known_datasets(cls, names: list[str]) -> list[str]:
+    def _known_datasets(cls, names: list[str], info: ValidationInfo) -> list[str]:
         for i, name in enumerate(names):
-            if name not in data.names():
+            if name not in data.names() and name not in (info.data.get("tasks") or {}):
                 raise ValueError(f"[{i}] unknown dataset {name!r}; valid: {', '.join(data.names())}")
         return _distinct(names)
 
@@ -386,6 +410,25 @@ class Study(BaseModel):
                 entry = entry["name"]
             names.append(entry)
         return {**raw, "losses": names, "composites": composites}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tasks_from_datasets(cls, raw: Any) -> Any:
+        """An image-to-image task is written in `datasets` where it is used; it is kept in `tasks`, its name in
+        `datasets`."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), list):
+            return raw
+        tasks, names = dict(raw.get("tasks") or {}), []
+        for i, entry in enumerate(raw["datasets"]):
+            if isinstance(entry, dict):
+                if not isinstance(entry.get("name"), str):
+                    raise ValueError(f"datasets[{i}]: an image-to-image task needs a name")
+                if entry["name"] in tasks:
+                    raise ValueError(f"datasets[{i}]: {entry['name']} is defined twice")
+                tasks[entry["name"]] = entry
+                entry = entry["name"]
+            names.append(entry)
+        return {**raw, "datasets": names, "tasks": tasks}
 
     @field_validator("losses")
     @classmethod
@@ -455,6 +498,26 @@ class Study(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Study:
         self.budget.check_datasets(self.datasets)
+        for name in self.tasks:
+            if name not in self.datasets:
+                raise ValueError(f"tasks.{name}: not one of the study's datasets")
+        for dataset, names in self.losses_per_dataset.items():
+            if dataset not in self.datasets:
+                raise ValueError(f"losses_per_dataset.{dataset}: not one of the study's datasets")
+            if not names:
+                raise ValueError(f"losses_per_dataset.{dataset}: give at least one loss")
+            for i, name in enumerate(_distinct(names)):
+                if name not in self.losses:
+                    raise ValueError(f"losses_per_dataset.{dataset}[{i}]: {name} is not one of the study's losses")
+        trained = {loss for _, loss in self.pairs()}
+        for loss in self.losses:
+            if loss not in trained:
+                raise ValueError(f"losses: {loss} is trained on no dataset (losses_per_dataset leaves it out everywhere)")
+        if self.objective != "fid":
+            for dataset in self.datasets:
+                if dataset not in self.tasks:
+                    raise ValueError(f"objective: {self.objective} compares outputs with their true targets, which "
+                                     f"only image-to-image tasks have; dataset {dataset} is not one (use fid)")
         if isinstance(self.executor, SlurmExecutor) and self.executor.cpus_per_task < self.threads:
             raise ValueError(f"executor.cpus_per_task: {self.executor.cpus_per_task} is fewer than the study's threads "
                              f"({self.threads}); give each task at least as many CPUs as a trial's threads")
@@ -502,8 +565,13 @@ class Study(BaseModel):
                 if self.grid_size(loss) < self.budget.samples - int(self.defaults):
                     raise ValueError(f"budget.samples: {self.budget.samples} exceeds the grid of loss {loss} "
                                      f"({self.grid_size(loss)} points{' + the default' if self.defaults else ''})")
-        for dataset in self.datasets:  # each trial config must be valid: catch it now, not in a worker
-            TrialConfig(**self.trial_fields(dataset, self.losses[0]), seed=self.seeds[0])
+        for dataset, loss in self.pairs():  # each trial config must be valid: catch it now, not in a worker
+            try:
+                TrialConfig(**self.trial_fields(dataset, loss), seed=self.seeds[0])
+            except ValidationError as error:
+                where = f"losses_per_dataset.{dataset}" if dataset in self.losses_per_dataset else "losses"
+                raise ValueError(f"{where}: {loss} on {dataset}: "
+                                 f"{validation_message(error)}") from None
         for loss in self.losses:  # so must each fixed value and default sample
             variant = self.variants[loss].params if loss in self.variants else {}
             base, own = self.base_loss(loss), self.loss_search_space.get(loss, {})
@@ -511,12 +579,17 @@ class Study(BaseModel):
                        else f"loss_search_space.{base}.{n}" if n in self.loss_search_space.get(base, {})
                        else f"search_space.{n}", n, v) for n, v in self.fixed_params(loss).items()]
             fields += [(f"loss_defaults.{loss}.{n}", n, v) for n, v in self.default_overrides(loss).items()]
+            dataset = next(d for d, l in self.pairs() if l == loss)
             for where, name, value in fields:
                 try:
-                    TrialConfig.from_params(self.trial_fields(self.datasets[0], loss), {name: value}, self.seeds[0])
+                    TrialConfig.from_params(self.trial_fields(dataset, loss), {name: value}, self.seeds[0])
                 except ValidationError as error:
                     raise ValueError(f"{where}: {error.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         return self
+
+    def base_dataset(self, dataset: str) -> str:
+        """The registered dataset a study dataset loads: an image-to-image task's, else the name itself."""
+        return self.tasks[dataset].dataset if dataset in self.tasks else dataset
 
     def base_loss(self, loss: str) -> str:
         """The registered (or custom) loss a study loss trains: a variant's loss, a composite's adversarial loss,
@@ -550,13 +623,17 @@ class Study(BaseModel):
         return math.prod(len(p.values) for p in self.space(loss).values() if isinstance(p, Distribution))
 
     def trial_fields(self, dataset: str, loss: str) -> dict[str, Any]:
-        """Everything of a TrialConfig except the sampled hyperparameters and the seed."""
+        """Everything of a TrialConfig except the sampled hyperparameters and the seed. `dataset` may name a task."""
         names = [*self.composites[loss].g_terms, *self.composites[loss].d_terms] if loss in self.composites else []
         # Only a loss that reads the feature network gets it: the others' configs stay those of the default.
         net = {"perceptual_net": self.perceptual_net} if feature_nets.needs_feature_net(names) else {}
+        task = self.tasks.get(dataset)
+        # An image-to-image task trains the U-Net and PatchGAN unless model_per_dataset says otherwise.
+        model = self.model_per_dataset.get(dataset, TRANSLATION_MODEL if task else self.model)
         return {
-            "dataset": dataset, "dataset_options": self.dataset_options.get(dataset, {}), "loss": self.base_loss(loss),
-            "model": self.model_per_dataset.get(dataset, self.model),
+            "dataset": self.base_dataset(dataset), **({"task": task.spec()} if task else {}),
+            "dataset_options": self.dataset_options.get(dataset, {}), "loss": self.base_loss(loss),
+            "model": model,
             "image_size": self.image_size, "batch_size": self.batch_size, "z_dim": self.z_dim,
             "z_dist": self.z_dist, "init": self.init, "steps": self.budget.steps_for(dataset), "count": self.budget.count,
             "eval_steps": self.budget.eval_steps(dataset), "device": self.device, "threads": self.threads,
@@ -571,12 +648,16 @@ class Study(BaseModel):
         """`loss_defaults` of one loss: a variant's loss's, then the variant's own."""
         return {**self.loss_defaults.get(self.base_loss(loss), {}), **self.loss_defaults.get(loss, {})}
 
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (dataset, loss) the study trains: each dataset with its losses (`losses_per_dataset`, else all)."""
+        return [(d, l) for d in self.datasets for l in self.losses_per_dataset.get(d, self.losses)]
+
     def plan(self, stage: str | None = None) -> list[Part]:
         """Every Optuna study of this study (of one stage if given), with its number of trials."""
         parts = []
         for name in self.stages if stage is None else [stage]:
             trials = self.budget.samples if name == "search" else self.confirm.runs
-            parts += [Part(name, d, l, trials) for d, l in itertools.product(self.datasets, self.losses)]
+            parts += [Part(name, d, l, trials) for d, l in self.pairs()]
         return parts
 
 

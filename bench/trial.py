@@ -24,6 +24,7 @@ import bench
 from bench import BenchError, data, feature_nets, losses, models, penalties, terms
 from bench.io import atomic_torch_save, atomic_write_json
 from bench.metrics import MetricsConfig, Scorer
+from bench.tasks import TaskSpec
 
 # Hyperparameters that a study may search over; None means "the loss's default" (see losses.py). A custom loss adds
 # its own (TrialConfig.loss_params).
@@ -37,6 +38,8 @@ StepCount = Literal["g_steps", "d_steps"]
 # The most evaluations one trial may have. Each generates and scores thousands of images, so more is a mistake
 # (`eval_every: 1`); and the schedule is a list of steps, which at 10^9 steps, each scored, would not fit in memory.
 MAX_EVALUATIONS = 10_000
+# The model of image-to-image trials (bench.translation): a U-Net generator and a PatchGAN discriminator.
+TRANSLATION_MODEL = "unet"
 
 
 class TrialConfig(BaseModel):
@@ -44,6 +47,8 @@ class TrialConfig(BaseModel):
 
     dataset: str = "digits"
     dataset_options: dict[str, Any] = Field(default_factory=dict, description="the dataset loader's options")
+    task: TaskSpec | None = Field(None, description="an image-to-image task made from the dataset (bench.tasks); "
+                                  "None: unconditional generation")
     image_size: int | None = Field(None, ge=8, description="square image side; None: the dataset's default")
     model: str = "mlp"
     loss: str = "ns_gan"
@@ -85,6 +90,14 @@ class TrialConfig(BaseModel):
     amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU, where it is ~15× slower")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_model(cls, raw: Any) -> Any:
+        """An image-to-image task trains the U-Net unless a model is given."""
+        if isinstance(raw, dict) and raw.get("task") is not None and raw.get("model") is None:
+            return {**raw, "model": TRANSLATION_MODEL}
+        return raw
+
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, name: str) -> str:
@@ -101,8 +114,9 @@ class TrialConfig(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        if name not in models.names():
-            raise ValueError(f"unknown model {name!r}; valid: {', '.join(models.names())}")
+        if name not in [*models.names(), TRANSLATION_MODEL]:
+            raise ValueError(f"unknown model {name!r}; valid: {', '.join(models.names())}, or {TRANSLATION_MODEL} "
+                             "(image-to-image tasks)")
         return name
 
     @field_validator("perceptual_net")
@@ -130,13 +144,22 @@ class TrialConfig(BaseModel):
             try:
                 term = terms.get(name)
             except BenchError as error:
-                raise ValueError(f"terms[{i}]: {error}") from None
-            if spec.discriminator != "critic":
+                raise ValueError(f"terms[{i}]: {name}: {error}") from None
+            if spec.discriminator in ("autoencoder", "encoder"):
                 kind = "an autoencoder" if spec.discriminator == "autoencoder" else "an encoder"
                 raise ValueError(f"terms[{i}]: {name} needs a critic's scores and features; loss {self.loss}'s "
                                  f"discriminator is {kind}")
-            if "target" in term.needs:
-                raise ValueError(f"terms[{i}]: {name} needs a paired target: image-to-image studies only")
+            if self.task is None and term.needs & terms.TRANSLATION_NEEDS:
+                raise ValueError(f"terms[{i}]: {name} is a term of image-to-image tasks (it reads "
+                                 f"{', '.join(sorted(term.needs & terms.TRANSLATION_NEEDS))}); {self.dataset} has none")
+        if self.task is None and (spec.discriminator == "none" or self.model == TRANSLATION_MODEL):
+            raise ValueError(f"{'loss none' if spec.discriminator == 'none' else f'model {TRANSLATION_MODEL}'} is for "
+                             "image-to-image tasks only (a dataset entry with a task); unconditional generation needs a "
+                             "discriminator and a generator of latents")
+        if self.task is not None:
+            from bench import translation  # the image-to-image trial checks its own specs
+
+            translation.check_config(self)
         if self.perceptual_net != feature_nets.DEFAULT and not feature_nets.needs_feature_net(self.terms):
             raise ValueError("perceptual_net: no term of this trial uses a fixed feature network; add one "
                              "(perceptual) or leave it unset")
@@ -153,7 +176,8 @@ class TrialConfig(BaseModel):
         if self.eval_steps is not None and (not self.eval_steps or any(not 1 <= s <= self.steps for s in self.eval_steps)):
             raise ValueError(f"eval_steps must be a non-empty list of steps in 1..{self.steps}")
         size = self.image_size or data.default_size(self.dataset)
-        models.MODELS[self.model].check_shape((1, size, size))
+        if self.task is None:
+            models.MODELS[self.model].check_shape((1, size, size))
         return self
 
     def resolved(self) -> TrialConfig:
@@ -224,9 +248,9 @@ SPREAD_SAMPLES = 256
 
 
 def folder_name(text: str) -> str:
-    """`text` with every character outside [A-Za-z0-9._-] replaced by "_": a custom loss `pkg.mod:fn` must not put a
+    """`text` with every character outside [A-Za-z0-9._+-] replaced by "_": a custom loss `pkg.mod:fn` must not put a
     ':' (which breaks tools, PATH-like lists and SLURM's file patterns) into a trial folder's name."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -300,8 +324,10 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
     result (returned, not raised, so the caller keeps the rows) and result.json say `pruned`. A run that stopped
     (collapsed or pruned) stays stopped when run again into the same folder.
     """
-    from optuna import TrialPruned  # imported where it is used, as versions() imports optuna
+    if config.task is not None:  # an image-to-image trial: a loop of its own
+        from bench import translation
 
+        return translation.run_translation_trial(config, out_dir, progress, on_evaluation)
     config = config.resolved()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -343,13 +369,8 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
     status = "completed"
 
     checkpoint_path = out_dir / "checkpoint.pt"
-    state = None
-    if checkpoint_path.exists():
-        try:
-            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        except Exception as error:  # damaged (a bad disk, a partial copy): start over; the rows are made again
-            warnings.warn(f"{checkpoint_path}: unreadable ({type(error).__name__}); the trial starts over")
-    if state is not None and _same_config(state["config"], record["config"]):
+    state = read_checkpoint(checkpoint_path, record["config"], device)
+    if state is not None:
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
         opt_g.load_state_dict(state["opt_g"])
@@ -383,16 +404,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
                            "eval_seconds": eval_seconds, "stopped": None if status == "completed" else status},
                           checkpoint_path)
 
-    def pruned(step: int, row: dict[str, Any]) -> bool:
-        """Tells on_evaluation about an evaluation; whether it asked to stop."""
-        if on_evaluation is None:
-            return False
-        try:
-            on_evaluation(step, row)
-        except TrialPruned:
-            return True
-        return False
-
+    pruned = listener(on_evaluation)
     for row in rows:  # restored from the checkpoint: the listener has not seen them
         if pruned(row["step"], row):
             if status == "completed":  # a run that collapsed stopped on its own; pruning it changes nothing
@@ -534,6 +546,35 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
     atomic_write_json(out_dir / "result.json", {**result.model_dump(mode="json"), **record,
                                                 "extractor_test_accuracy": scorer.extractor_accuracy})
     return result
+
+
+def read_checkpoint(path: Path, config: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint at `path` if it is readable and this trial's (its config is `config`), else None: the trial
+    starts over."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # damaged (a bad disk, a partial copy): start over; the rows are made again
+        warnings.warn(f"{path}: unreadable ({type(error).__name__}); the trial starts over")
+        return None
+    return state if _same_config(state["config"], config) else None
+
+
+def listener(on_evaluation: Callable[[int, dict[str, Any]], None] | None) -> Callable[[int, dict[str, Any]], bool]:
+    """`pruned(step, row)`: tells on_evaluation about an evaluation; whether it asked to stop (optuna.TrialPruned)."""
+    from optuna import TrialPruned  # imported where it is used, as versions() imports optuna
+
+    def pruned(step: int, row: dict[str, Any]) -> bool:
+        if on_evaluation is None:
+            return False
+        try:
+            on_evaluation(step, row)
+        except TrialPruned:
+            return True
+        return False
+
+    return pruned
 
 
 def _same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:

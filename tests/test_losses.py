@@ -116,7 +116,7 @@ def test_cross_entropy_losses_stay_finite_for_extreme_scores(name):
 def test_names_in_listing_order():
     assert losses.names() == ["mm_gan", "ns_gan", "lsgan", "lsgan_raw", "wgan", "wgan_gp", "dragan", "hinge", "kl",
                               "reverse_kl", "pearson", "hellinger", "js", "rsgan", "rasgan", "ralsgan", "rahinge",
-                              "began", "vae"]
+                              "began", "vae", "none"]
 
 
 @pytest.mark.parametrize("name", losses.names())
@@ -163,6 +163,7 @@ EXPECTED_DEFAULTS = {
     # Not in the paper either: hinge's Adam settings.
     **{name: {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1}
        for name in ["kl", "reverse_kl", "pearson", "hellinger", "js", "rsgan", "rasgan", "ralsgan", "rahinge"]},
+    "none": {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999},  # pix2pix's Adam (Isola et al. 2017, section 4)
 }
 
 

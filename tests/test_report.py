@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from bench import BenchError
-from bench.report import confirm_markdown, confirm_table, min_fid_bootstrap, plot_fid_vs_budget, summary, write_report
+from bench.report import confirm_markdown, confirm_table, best_of_k_bootstrap, plot_vs_budget, summary, write_report
 
 RESAMPLES = 20000
 # A bootstrap quantile at level p is an exact quantile at a level within this of p: 5 standard errors of an
@@ -34,7 +34,7 @@ def assert_matches_the_exact_distribution(values, median, low, high):
 
 def test_bootstrap_matches_the_exact_distribution_and_never_rises():
     fids = np.array([40.0, 12.0, 25.0, 90.0, 18.0, 33.0, 60.0, 15.0])
-    median, low, high = min_fid_bootstrap(fids, 8, resamples=RESAMPLES)
+    median, low, high = best_of_k_bootstrap(fids, 8, resamples=RESAMPLES)
     assert np.all(np.diff(median) <= 0) and np.all(np.diff(low) <= 0) and np.all(np.diff(high) <= 0)
     assert np.all(low <= median) and np.all(median <= high)
     assert_matches_the_exact_distribution(fids, median, low, high)
@@ -43,15 +43,15 @@ def test_bootstrap_matches_the_exact_distribution_and_never_rises():
 
 
 def test_bootstrap_counts_trials_without_fid_as_worse_than_any():
-    median, low, high = min_fid_bootstrap(np.array([1.0, 2.0, np.inf, np.inf]), 4, resamples=RESAMPLES)
+    median, low, high = best_of_k_bootstrap(np.array([1.0, 2.0, np.inf, np.inf]), 4, resamples=RESAMPLES)
     # k = 1: P(min <= 2) = 1/2 exactly, so the median is the 2nd order statistic or inf, as the sample falls.
     assert median[0] in (2.0, np.inf) and low[0] == 1.0 and high[0] == np.inf
     assert_matches_the_exact_distribution([1.0, 2.0, np.inf, np.inf], median, low, high)
     # NaN (how results.csv spells "no FID") is the same as inf.
-    assert np.array_equal(min_fid_bootstrap(np.array([1.0, 2.0, np.nan, np.nan]), 4, resamples=RESAMPLES)[0], median)
+    assert np.array_equal(best_of_k_bootstrap(np.array([1.0, 2.0, np.nan, np.nan]), 4, resamples=RESAMPLES)[0], median)
     # The same loss without its FID-less trials would look better: at k = 1 its median is 20, with them 30.
-    without = min_fid_bootstrap(np.array([10.0, 20.0, 30.0]), 3, resamples=RESAMPLES)
-    counted = min_fid_bootstrap(np.array([10.0, 20.0, 30.0, np.nan, np.nan]), 3, resamples=RESAMPLES)
+    without = best_of_k_bootstrap(np.array([10.0, 20.0, 30.0]), 3, resamples=RESAMPLES)
+    counted = best_of_k_bootstrap(np.array([10.0, 20.0, 30.0, np.nan, np.nan]), 3, resamples=RESAMPLES)
     assert np.all(counted[0] >= without[0]) and np.all(counted[2] >= without[2])
     assert without[0][0] == 20.0 and counted[0][0] == 30.0
 
@@ -99,12 +99,12 @@ def test_summary_counts_pruned_and_collapsed_trials_apart():
 
 
 def test_the_plot_leaves_pruned_trials_out(tmp_path):
-    figure = plot_fid_vs_budget(with_pruned_and_collapsed(synthetic_results()), tmp_path / "plot.png")
+    figure = plot_vs_budget(with_pruned_and_collapsed(synthetic_results()), tmp_path / "plot.png")
     [ax] = [ax for ax in figure.axes if ax.get_visible()]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ns_gan (1 pruned, left out)",
                                                                    "wgan (1 of 3 without FID)"]
     ns_gan = ax.get_lines()[0].get_ydata()  # trials 0, 1, 2 and the collapsed 4: best FIDs 30, 10, 20, 12
-    assert np.array_equal(ns_gan, min_fid_bootstrap(np.array([30.0, 10.0, 20.0, 12.0]), 4)[0])
+    assert np.array_equal(ns_gan, best_of_k_bootstrap(np.array([30.0, 10.0, 20.0, 12.0]), 4)[0])
 
 
 def test_report_files(tmp_path):
@@ -116,12 +116,12 @@ def test_report_files(tmp_path):
 
 
 def test_the_plot_counts_trials_without_fid_in_the_legend_and_the_curve(tmp_path):
-    figure = plot_fid_vs_budget(synthetic_results(), tmp_path / "plot.png")
+    figure = plot_vs_budget(synthetic_results(), tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     [ax] = [ax for ax in figure.axes if ax.get_visible()]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ns_gan", "wgan (1 of 3 without FID)"]
     wgan = ax.get_lines()[1].get_ydata()  # the trials' best FIDs are 50, none and 40
-    assert np.array_equal(wgan, min_fid_bootstrap(np.array([50.0, np.inf, 40.0]), 3)[0])
+    assert np.array_equal(wgan, best_of_k_bootstrap(np.array([50.0, np.inf, 40.0]), 3)[0])
 
 
 def test_report_without_results(tmp_path):
@@ -277,7 +277,7 @@ def test_two_protocols_in_one_dataset_are_kept_apart_and_labelled(tmp_path):
 def test_the_plot_has_one_panel_per_dataset_and_protocol(tmp_path):
     results, paper, domain = two_protocols(synthetic_results(), "digits")
     cifar = synthetic_results().assign(dataset="cifar10", protocol=paper)
-    figure = plot_fid_vs_budget(pd.concat([results, cifar], ignore_index=True), tmp_path / "plot.png")
+    figure = plot_vs_budget(pd.concat([results, cifar], ignore_index=True), tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     titles = [ax.get_title().split("\n") for ax in figure.axes if ax.get_visible()]
     # The protocol is wrapped onto the lines below the dataset's name.

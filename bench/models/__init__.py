@@ -28,8 +28,9 @@ from bench.models.common import init_compare_gan, init_pytorch
 
 MODELS: dict[str, ModuleType] = {"mlp": mlp, "infogan": infogan, "dcgan": dcgan}
 
-# What sits in D's place: a critic scoring images, BEGAN's autoencoder, or the VAE's encoder.
-DiscriminatorKind = Literal["critic", "autoencoder", "encoder"]
+# What sits in D's place: a critic scoring images, BEGAN's autoencoder, the VAE's encoder, or nothing (an
+# image-to-image loss of terms alone, such as L1 regression).
+DiscriminatorKind = Literal["critic", "autoencoder", "encoder", "none"]
 
 # "model": each model's own (infogan: compare_gan's, the paper's; dcgan: Radford et al.'s; mlp: PyTorch's);
 # "compare_gan": compare_gan v1's for any model (gans/ops.py); "pytorch": PyTorch's layer defaults.
