@@ -115,7 +115,7 @@ def local_worker_environments(executor: LocalExecutor, visible: list[str],
 
 def follow(study: Study, results_dir: Path, stage: str | None, running: Callable[[], bool], progress: bool) -> None:
     """Shows the progress of a stage (every stage: None) until `running()` turns false, one line per trial as it
-    ends (data set, loss, sample, status, best FID, steps/s); results.csv is rewritten as trials finish."""
+    ends (data set, loss, sample, status, best objective, steps/s); results.csv is rewritten as trials finish."""
     storage = runner.open_storage(study, results_dir)
     total = sum(part.trials for part in study.plan(stage))
     label = f"{study.name} ({stage or 'all stages'})"

@@ -89,7 +89,9 @@ def runs(results: pd.DataFrame, keys: list[str], params: Sequence[str] = (), sor
     """One row per run (one seed of one trial): its best value of each metric over the evaluations, `best_<metric>`
     (the paper's rule for FID; NaN when it never had a finite one), whether it diverged, collapsed or was pruned, and
     the first value of each column in `params`."""
-    finite = results.assign(**{m: results[m].where(np.isfinite(results[m])) for m in metrics})
+    # A metric no run has reached yet (every run diverged before its first evaluation) is all NaN.
+    finite = results.assign(**{m: pd.to_numeric(results[m]).where(np.isfinite(pd.to_numeric(results[m])))
+                               if m in results else np.nan for m in metrics})
     return finite.groupby(keys, sort=sort).agg(
         **{f"best_{m}": (m, _best(m)) for m in metrics}, diverged=("status", _has("diverged")),
         collapsed=("status", _has("collapsed")), pruned=("status", _has("pruned")), **{p: (p, "first") for p in params})

@@ -54,6 +54,7 @@ class Context:
     inverse_fake: Tensor | None = None
     nce_head: nn.Module | None = None  # PatchNCE's projection MLPs, trained with G
 
+
 TermFn = Callable[[Context], Tensor]
 
 

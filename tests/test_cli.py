@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bench import losses, terms
+from bench import losses, tasks, terms
 from bench.cli import build_parser, main
 
 
@@ -20,6 +20,9 @@ def test_losses_lists_every_loss_with_a_description(capsys):
         assert len(line.split()) > 2  # a description follows the name
     for name, term in terms.TERMS.items():  # and every term, with the loss it joins
         assert f"{name:18} {term.acts_on.upper()}: {term.description}" in out
+    for name, task in tasks.TASKS.items():  # and every image-to-image task, with its options
+        line = next(line for line in out.splitlines() if line.split()[:1] == [name])
+        assert task.description in line and all(option in line for option in task.options)
 
 
 def test_unknown_loss_lists_the_valid_names_and_writes_nothing(capsys, tmp_path):

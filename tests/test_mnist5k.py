@@ -46,20 +46,28 @@ def test_400_train_and_100_test_per_class(mnist5k: data.Dataset) -> None:
     assert mnist5k.test_labels.bincount().tolist() == [100] * 10
 
 
-def test_split_is_the_first_400_and_last_100_of_each_class_in_the_package(
+def test_split_is_the_first_400_and_last_100_of_each_class_in_the_package_round_robin(
     mnist5k: data.Dataset, raw: tuple[np.ndarray, np.ndarray]
 ) -> None:
     pixels, labels = raw
     images = pixels.reshape(-1, 28, 28)
     assert np.array_equal(mnist5k.test[0, 0].numpy(), images[400])  # the package's image 400: the first test image
+    assert np.array_equal(mnist5k.test[1, 0].numpy(), images[900])  # then the first test image of class 1
     assert np.array_equal(mnist5k.train[0, 0].numpy(), images[0])
     per_class = np.arange(5000).reshape(10, 500)  # the package sorts by class, 500 each
     assert (labels[per_class] == np.arange(10)[:, None]).all()
-    train, test = per_class[:, :400].reshape(-1), per_class[:, 400:].reshape(-1)
+    # Round-robin over the classes: image j of class 0, of class 1, ..., of class 9, then image j + 1 of each.
+    train, test = per_class[:, :400].T.reshape(-1), per_class[:, 400:].T.reshape(-1)
     assert np.array_equal(mnist5k.train[:, 0].numpy(), images[train])
     assert np.array_equal(mnist5k.test[:, 0].numpy(), images[test])
     assert np.array_equal(mnist5k.train_labels.numpy(), labels[train])
     assert np.array_equal(mnist5k.test_labels.numpy(), labels[test])
+
+
+def test_every_prefix_of_a_split_is_balanced_over_the_classes(mnist5k: data.Dataset) -> None:
+    for labels in (mnist5k.train_labels, mnist5k.test_labels):
+        for n in (10, 100, 1000):
+            assert labels[:n].bincount(minlength=10).tolist() == [n // 10] * 10
 
 
 def test_deterministic(mnist5k: data.Dataset) -> None:

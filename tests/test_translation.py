@@ -136,6 +136,8 @@ STUDY = {
     "objective": "ssim",
     "batch_size": 16,
     "budget": {"samples": 2, "steps": 10, "evaluations": 2},
+    "stages": ["search", "confirm"],
+    "confirm": {"runs": 2},
     "metrics": {"num_samples": 100, "kid": False, "isc": False},
     "executor": {"name": "local", "workers": 1},
 }
@@ -166,19 +168,25 @@ def test_a_translation_study_maximises_ssim_end_to_end(tmp_path):
     assert {"psnr", "ssim", "perceptual", "fid", "folder"} <= set(table.columns)
     assert sorted(set(zip(table["dataset"], table["loss"]))) == [("dn-unpaired", "cyclegan"), ("sr", "l1"),
                                                                   ("sr", "l1+adv")]
-    assert len(table) == 3 * 2 * 2 and table["ssim"].between(-1, 1).all()
+    search, confirmed = table[table["stage"] == "search"], table[table["stage"] == "confirm"]
+    assert len(search) == 3 * 2 * 2 and len(confirmed) == 3 * 2 * 2 and table["ssim"].between(-1, 1).all()
     study = Study(**yaml.safe_load((results / "study.yaml").read_text()))
     storage = runner.open_storage(study, results)
-    for part in study.plan():
+    for part in study.plan("search"):
         ostudy = optuna.load_study(study_name=runner.optuna_name(study, part), storage=storage)
         assert ostudy.direction == optuna.study.StudyDirection.MAXIMIZE
-        rows = table[(table["dataset"] == part.dataset) & (table["loss"] == part.loss)]
+        rows = search[(search["dataset"] == part.dataset) & (search["loss"] == part.loss)]
         best_per_trial = rows.groupby("trial")["ssim"].max()
         sample, _ = runner.best_configuration(study, storage, part.dataset, part.loss)
         assert sample == best_per_trial.idxmax()  # the highest SSIM, not the lowest
         assert ostudy.best_value == pytest.approx(best_per_trial.max())
+        # The confirm stage re-trains that configuration.
+        again = confirmed[(confirmed["dataset"] == part.dataset) & (confirmed["loss"] == part.loss)]
+        assert (again["source_trial"] == sample).all() and again["seed"].nunique() == 2
     written = {p.name for p in results.iterdir()}
-    assert {"summary.csv", "summary.md", "ssim_vs_budget.png", "samples.png"} <= written
+    assert {"summary.csv", "summary.md", "ssim_vs_budget.png", "samples.png", "confirm.csv", "confirm.md"} <= written
+    confirm = pd.read_csv(results / "confirm.csv")
+    assert {"ssim_mean", "ssim_std", "runs", "no_ssim"} <= set(confirm.columns) and (confirm["runs"] == 2).all()
     report = pd.read_csv(results / "summary.csv")
     assert {"best_ssim", "median_ssim", "no_ssim", "best_psnr", "median_psnr", "best_fid", "best_perceptual"} <= set(
         report.columns)

