@@ -395,40 +395,14 @@ class Study(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _composites_from_losses(cls, raw: Any) -> Any:
-        """A composite is written in `losses` where it is used; it is kept in `composites`, its name in `losses`."""
-        if not isinstance(raw, dict) or not isinstance(raw.get("losses"), list):
-            return raw
-        composites, names = dict(raw.get("composites") or {}), []
-        for i, entry in enumerate(raw["losses"]):
-            if isinstance(entry, dict):
-                if not isinstance(entry.get("name"), str):
-                    raise ValueError(f"losses[{i}]: a composite loss needs a name")
-                if entry["name"] in composites:
-                    raise ValueError(f"losses[{i}]: {entry['name']} is defined twice")
-                composites[entry["name"]] = entry
-                entry = entry["name"]
-            names.append(entry)
-        return {**raw, "losses": names, "composites": composites}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _tasks_from_datasets(cls, raw: Any) -> Any:
-        """An image-to-image task is written in `datasets` where it is used; it is kept in `tasks`, its name in
-        `datasets`."""
-        if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), list):
-            return raw
-        tasks, names = dict(raw.get("tasks") or {}), []
-        for i, entry in enumerate(raw["datasets"]):
-            if isinstance(entry, dict):
-                if not isinstance(entry.get("name"), str):
-                    raise ValueError(f"datasets[{i}]: an image-to-image task needs a name")
-                if entry["name"] in tasks:
-                    raise ValueError(f"datasets[{i}]: {entry['name']} is defined twice")
-                tasks[entry["name"]] = entry
-                entry = entry["name"]
-            names.append(entry)
-        return {**raw, "datasets": names, "tasks": tasks}
+    def _definitions_in_place(cls, raw: Any) -> Any:
+        """A composite loss is written in `losses`, an image-to-image task in `datasets`, where each is used: each is
+        kept in `composites` / `tasks`, its name in the list."""
+        for field, store, what in (("losses", "composites", "a composite loss"),
+                                   ("datasets", "tasks", "an image-to-image task")):
+            if isinstance(raw, dict) and isinstance(raw.get(field), list):
+                raw = {**raw, **dict(zip((field, store), _split_definitions(raw[field], raw.get(store), field, what)))}
+        return raw
 
     @field_validator("losses")
     @classmethod
@@ -659,6 +633,21 @@ class Study(BaseModel):
             trials = self.budget.samples if name == "search" else self.confirm.runs
             parts += [Part(name, d, l, trials) for d, l in self.pairs()]
         return parts
+
+
+def _split_definitions(entries: list, defined: Any, field: str, what: str) -> tuple[list, dict]:
+    """(names, definitions) of a list whose entries are names or mappings {name, ...} that define one in place."""
+    definitions, names = dict(defined or {}), []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            if not isinstance(entry.get("name"), str):
+                raise ValueError(f"{field}[{i}]: {what} needs a name")
+            if entry["name"] in definitions:
+                raise ValueError(f"{field}[{i}]: {entry['name']} is defined twice")
+            definitions[entry["name"]] = entry
+            entry = entry["name"]
+        names.append(entry)
+    return names, definitions
 
 
 def _distinct(values: list) -> list:

@@ -33,7 +33,7 @@ from bench.metrics import Scorer, to_uint8
 from bench.models import translation as nets
 from bench.models.common import init_compare_gan, init_pytorch
 from bench.trial import (COLLAPSE_D_LOSS, COLLAPSE_SPREAD, TRANSLATION_MODEL, TrialConfig, TrialResult, listener,
-                         make_optimizer, read_checkpoint, resolve_device, step_updates, versions)
+                         make_optimizer, read_checkpoint, resolve_device, step_updates, versions, write_result)
 
 GRID_PAIRS = 8  # test pairs in samples.png: a row of sources, one of outputs, one of targets
 
@@ -49,6 +49,8 @@ def check_config(config: TrialConfig) -> None:
     if spec.discriminator not in ("critic", "none"):
         raise ValueError(f"loss: {config.loss}'s discriminator is {spec.discriminator}; image-to-image tasks take a "
                          "critic's loss, or none")
+    if config.amp:
+        raise ValueError("amp: bfloat16 autocast is not implemented for image-to-image trials; leave it off")
     if spec.discriminator == "none" and not config.terms:
         raise ValueError("loss none with no term trains nothing: give it terms (l1, ssim, ...)")
     size = config.image_size or data.default_size(config.dataset)
@@ -315,8 +317,5 @@ def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = F
                 break
     train_seconds += time.perf_counter() - tick
     bar.close()
-    result = TrialResult(status=status, extractor=scorer.extractor_id, rows=rows, steps_done=steps_done,
-                         train_seconds=train_seconds, eval_seconds=eval_seconds, protocol=scorer.protocol)
-    atomic_write_json(out_dir / "result.json", {**result.model_dump(mode="json"), **record,
-                                                "extractor_test_accuracy": scorer.extractor_accuracy})
-    return result
+    return write_result(out_dir, record, scorer, status=status, rows=rows, steps_done=steps_done,
+                        train_seconds=train_seconds, eval_seconds=eval_seconds)

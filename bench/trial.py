@@ -540,9 +540,14 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
                 break
     train_seconds += time.perf_counter() - tick
     bar.close()
+    return write_result(out_dir, record, scorer, status=status, rows=rows, steps_done=steps_done,
+                        train_seconds=train_seconds, eval_seconds=eval_seconds)
 
-    result = TrialResult(status=status, extractor=scorer.extractor_id, rows=rows, steps_done=steps_done,
-                         train_seconds=train_seconds, eval_seconds=eval_seconds, protocol=scorer.protocol)
+
+def write_result(out_dir: Path, record: dict[str, Any], scorer: Scorer, **fields: Any) -> TrialResult:
+    """The trial's result (`fields`: status, rows, steps_done, train_seconds, eval_seconds), written to result.json
+    beside its config record and the scorer's protocol."""
+    result = TrialResult(extractor=scorer.extractor_id, protocol=scorer.protocol, **fields)
     atomic_write_json(out_dir / "result.json", {**result.model_dump(mode="json"), **record,
                                                 "extractor_test_accuracy": scorer.extractor_accuracy})
     return result

@@ -117,6 +117,7 @@ def refused(capsys, argv, *expected):
     (["--loss", "none"], ["loss none is for image-to-image tasks only"]),
     (["--loss", "ns_gan", "--term", "l1"], ["l1 is a term of image-to-image tasks"]),
     (["--unpaired"], ["--unpaired: give the task with --task"]),
+    (["--task", "superres", "--loss", "none", "--term", "l1", "--amp"], ["amp", "image-to-image"]),
     (["--task", "superres", "--loss", "began"], ["began", "critic"]),
 ])
 def test_bad_image_to_image_trials_are_refused_in_one_line(tmp_path, capsys, extra, expected):
