@@ -1,6 +1,7 @@
 """Image-to-image trials and studies: training beats the identity baseline, unpaired training never sees a true pair,
 resume is exact, bad specs are refused in one line, and a study optimises and reports SSIM (maximised)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,33 @@ def test_d_steps_count_d_updates(tmp_path):
     assert state["opt_d"]["state"][0]["step"] == 6 and state["opt_g"]["state"][0]["step"] == g_updates("d_steps", 6, 3) == 3
 
 
+@pytest.mark.parametrize("task, expected_source_channels", [("colorize", 1), ("edges", 1), ("superres", 3)])
+def test_colour_tasks_train_with_their_source_channels(tmp_path, task, expected_source_channels):
+    """A folder of RGB images: colorize and edges feed G one channel and score three; the grid shows both."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(60):  # 12 test images (the folder's 10 %)
+            pixels = np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((4, 4, 1))).astype(np.uint8)  # 16×16 blocks
+            Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i}.png")
+    folder = {**FAST, "dataset": "folder", "dataset_options": {"path": str(tmp_path / "images")}, "image_size": 16,
+              "metrics": {"num_samples": 10, "kid": False, "isc": False}}
+    config = TrialConfig(**folder, task={"task": task}, loss="ns_gan", terms=["l1"], steps=3)
+    result = run_trial(config, tmp_path / "out")
+    saved = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=False)["models"]
+    assert result.status == "completed" and 0 <= result.rows[0]["ssim"] <= 1
+    assert saved["G.stem.0.weight"].shape[1] == expected_source_channels  # G's first convolution
+    assert saved["D.body.0.weight"].shape[1] == expected_source_channels + 3  # pix2pix's D: (source, image)
+    unpaired_identity = dict(**folder, task={"task": task, "unpaired": True}, loss="ns_gan", terms=["identity"])
+    if expected_source_channels == 3:
+        TrialConfig(**unpaired_identity)  # G(b) ≈ b is defined when sources and targets have the same channels
+    else:
+        with pytest.raises(ValueError, match="identity feeds target-domain images to G"):
+            TrialConfig(**unpaired_identity)
+
+
 def trial_args(*extra: str) -> list[str]:
     return ["trial", "--dataset", "digits", "--steps", "2", "--num-samples", "100", "--no-progress", *extra]
 
@@ -104,6 +132,16 @@ def refused(capsys, argv, *expected):
     assert err.count("\n") == 1 and "Traceback" not in err, err
     for text in expected:
         assert text in err, err
+
+
+def test_the_trial_command_runs_a_task(tmp_path, capsys):
+    assert main(trial_args("--task", "denoise", "--task-option", "sigma=0.2", "--loss", "none", "--term", "l1=2",
+                           "--out", str(tmp_path / "out"))) == 0
+    out = capsys.readouterr().out
+    assert "none on digits (denoise σ=0.2): completed" in out and "psnr" in out and "ssim" in out
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())["config"]
+    assert saved["task"] == {"task": "denoise", "unpaired": False, "options": {"sigma": 0.2}}
+    assert saved["model"] == "unet" and saved["loss_params"] == {"w_l1": 2}
 
 
 @pytest.mark.parametrize("extra, expected", [
