@@ -230,7 +230,7 @@ def test_a_translation_study_maximises_ssim_end_to_end(tmp_path):
     assert {"best_ssim", "median_ssim", "no_ssim", "best_psnr", "median_psnr", "best_fid", "best_perceptual"} <= set(
         report.columns)
     sr_l1 = report[(report["dataset"] == "sr") & (report["loss"] == "l1")].iloc[0]
-    assert sr_l1["best_ssim"] == pytest.approx(table[(table["dataset"] == "sr") & (table["loss"] == "l1")]["ssim"].max())
+    assert sr_l1["best_ssim"] == pytest.approx(search[(search["dataset"] == "sr") & (search["loss"] == "l1")]["ssim"].max())
     assert (results / Path(table["folder"].iloc[0]) / "samples.png").is_file()
 
 
