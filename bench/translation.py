@@ -32,8 +32,8 @@ from bench.io import atomic_torch_save, atomic_write_json
 from bench.metrics import Scorer, to_uint8
 from bench.models import translation as nets
 from bench.models.common import init_compare_gan, init_pytorch
-from bench.trial import (COLLAPSE_D_LOSS, COLLAPSE_SPREAD, TRANSLATION_MODEL, TrialConfig, TrialResult, listener,
-                         make_optimizer, read_checkpoint, resolve_device, step_updates, versions, write_result)
+from bench.trial import (TRANSLATION_MODEL, TrialConfig, TrialResult, collapsed, listener, make_optimizer,
+                         read_checkpoint, resolve_device, step_updates, versions, write_result)
 
 GRID_PAIRS = 8  # test pairs in samples.png: a row of sources, one of outputs, one of targets
 
@@ -305,7 +305,7 @@ def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = F
             eval_seconds += time.perf_counter() - tick
             rows.append({**row, "train_seconds": round(train_seconds, 3)})
             bar.set_postfix(psnr=f"{row['psnr']:.3g}", ssim=f"{row['ssim']:.3g}", fid=f"{row['fid']:.3g}")
-            if row["spread"] < COLLAPSE_SPREAD or (critics and abs(d_value) > COLLAPSE_D_LOSS):
+            if collapsed(row["spread"], d_value):
                 status = "collapsed"
                 bar.set_postfix_str(f"collapsed at step {step}")
             save_checkpoint(step)

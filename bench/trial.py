@@ -243,6 +243,14 @@ COLLAPSE_SPREAD = 1e-5
 # critics with clipping or a gradient penalty O(10–100)), while a runaway critic keeps growing (a WGAN critic at
 # −1.7e12 whose FID no longer moves) for as long as float32 stays finite.
 COLLAPSE_D_LOSS = 1e6
+
+
+def collapsed(spread: float, d_loss: float) -> bool:
+    """Whether a run has collapsed at an evaluation (see COLLAPSE_SPREAD and COLLAPSE_D_LOSS); a trial without a D
+    passes d_loss NaN, which never counts as run away."""
+    return spread < COLLAPSE_SPREAD or abs(d_loss) > COLLAPSE_D_LOSS
+
+
 # 256 samples estimate the spread well enough for a threshold this far from healthy values, for one G forward.
 SPREAD_SAMPLES = 256
 
@@ -528,7 +536,7 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
             eval_seconds += time.perf_counter() - tick
             rows.append({**row, "train_seconds": round(train_seconds, 3)})
             bar.set_postfix(fid=f"{metrics['fid']:.3g}")
-            if row["spread"] < COLLAPSE_SPREAD or abs(d_value) > COLLAPSE_D_LOSS:
+            if collapsed(row["spread"], d_value):
                 status = "collapsed"  # this evaluation and the earlier ones stand, as for a diverged run
                 bar.set_postfix_str(f"collapsed at step {step}")
             save_checkpoint(step)
