@@ -84,6 +84,11 @@ def _best(metric: str) -> str:
     return "max" if metric in HIGHER_IS_BETTER else "min"
 
 
+def _best_index(values: pd.Series, metric: str) -> object:
+    """The index of `metric`'s best value among finite `values`."""
+    return values.agg(f"idx{_best(metric)}")
+
+
 def runs(results: pd.DataFrame, keys: list[str], params: Sequence[str] = (), sort: bool = True,
          metrics: Sequence[str] = ("fid",)) -> pd.DataFrame:
     """One row per run (one seed of one trial): its best value of each metric over the evaluations, `best_<metric>`
@@ -141,12 +146,11 @@ def summary(results: pd.DataFrame, objective: str = "fid") -> pd.DataFrame:
         best = None
         if len(scored):
             values = scored[f"best_{objective}"]
-            best = scored.loc[values.idxmax() if objective in HIGHER_IS_BETTER else values.idxmin()]
+            best = scored.loc[_best_index(values, objective)]
         others = {}
         for metric in metrics_of(results, objective)[1:]:
             values = _finite(done[f"best_{metric}"])
-            others[f"best_{metric}"] = (values.max() if metric in HIGHER_IS_BETTER else values.min()) \
-                if len(values) else np.nan
+            others[f"best_{metric}"] = values.agg(_best(metric)) if len(values) else np.nan
             others[f"median_{metric}"] = values.median() if len(values) else np.nan
         rows.append({
             "dataset": dataset, "loss": loss, "trials": len(done), "pruned": len(group) - len(done),
@@ -351,7 +355,7 @@ def plot_sample_grids(results: pd.DataFrame, results_dir: Path, path: Path, obje
         values = _finite(group[f"best_{objective}"])
         if not len(values) or "folder" not in results:
             continue
-        best = group.loc[values.idxmax() if objective in HIGHER_IS_BETTER else values.idxmin()]
+        best = group.loc[_best_index(values, objective)]
         runs_of_best = results[(results["dataset"] == dataset) & (results["loss"] == loss)
                                & (results["stage"] == "search") & (results["trial"] == best["trial"])]
         grid = Path(results_dir) / str(runs_of_best["folder"].iloc[0]) / "samples.png"
