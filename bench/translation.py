@@ -189,8 +189,9 @@ def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = F
     def critic_of(net: nets.PatchGAN, source: Tensor) -> nn.Module:
         return net if task.unpaired else Conditioned(net, source)
 
-    def d_objective(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        """One critic's loss on a real and a (detached) fake batch, its terms and penalties included."""
+    def d_objective(critic: nn.Module, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """One critic's loss on a real and a (detached) fake batch, its terms and penalties included, and its scores of
+        the real batch (detached), which G's step reuses."""
         real_scores, real_features = scored(critic, real)
         fake_scores, fake_features = scored(critic, fake)
         loss, _ = spec.fn(real_scores, fake_scores, **adversarial_params)
@@ -201,7 +202,7 @@ def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = F
             loss = loss + config.gp_lambda * penalty(critic, real, fake, rng)
         if config.r1_gamma:
             loss = loss + config.r1_gamma / 2 * penalties.r1_penalty(critic, real)
-        return loss
+        return loss, real_scores.detach()
 
     def save_checkpoint(step: int) -> None:
         atomic_torch_save({"config": record["config"], "models": models.state_dict(), "opt_g": opt_g.state_dict(),
@@ -226,24 +227,28 @@ def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = F
         models.train()
         return row
 
-    def g_step(source: Tensor, real: Tensor, target: Tensor | None) -> float:
-        """One G update (and F's, in CycleGAN) on the last D step's batch, with the critics frozen. The updated D's
-        scores and features of the real batch are what a relativistic loss and feature matching read: one forward
-        without a graph."""
+    def g_step(source: Tensor, real: Tensor, target: Tensor | None, real_scores: Tensor | None,
+               source_scores: Tensor | None) -> float:
+        """One G update (and F's, in CycleGAN) on the last D step's batch, with the critics frozen. `real_scores` and
+        `source_scores` are that step's critics' scores of its real batches, which G's loss gets as in the unconditional
+        trial; a relativistic loss and feature matching read the updated critics' instead: one forward without a
+        graph."""
         for critic in critics:
             critic.requires_grad_(False)
         fake = G(source)
         inverse_fake = F(real) if cyclegan else None
-        g_loss, real_scores, fake_scores, real_features, fake_features, critic = 0.0, None, None, None, None, None
+        g_loss, fake_scores, real_features, fake_features, critic = 0.0, None, None, None, None
         if adversarial:
             critic = critic_of(D, source)
-            with torch.no_grad():
-                real_scores, real_features = scored(critic, real)
+            if spec.g_reads_real or "features" in needs:
+                with torch.no_grad():
+                    real_scores, real_features = scored(critic, real)
             fake_scores, fake_features = scored(critic, fake)
             g_loss = spec.fn(real_scores, fake_scores, **adversarial_params)[1]
             if D_A is not None:
-                with torch.no_grad():
-                    source_scores = D_A(source)
+                if spec.g_reads_real:
+                    with torch.no_grad():
+                        source_scores = D_A(source)
                 g_loss = g_loss + spec.fn(source_scores, D_A(inverse_fake), **adversarial_params)[1]
         if g_terms:
             g_loss = g_loss + terms.weighted_sum(g_terms, config.loss_params, terms.Context(
@@ -269,6 +274,7 @@ def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = F
     for step in range(start + 1, end + 1):
         # Steps count as the unconditional trial's do (`count`); without a D every step is one G update.
         d_updates, update_g = step_updates(config.count, step, config.n_disc) if critics else (0, True)
+        real_scores = source_scores = None
         if not critics:
             source, real, target = batch()
         for _ in range(d_updates):
@@ -278,9 +284,10 @@ def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = F
                 inverse_fake = F(real) if cyclegan else None
             for critic in critics:
                 critic.requires_grad_(True)
-            d_loss = d_objective(critic_of(D, source), real, fake)
+            d_loss, real_scores = d_objective(critic_of(D, source), real, fake)
             if D_A is not None:  # CycleGAN's second critic: real sources against F's outputs
-                d_loss = d_loss + d_objective(D_A, source, inverse_fake)
+                d_loss_a, source_scores = d_objective(D_A, source, inverse_fake)
+                d_loss = d_loss + d_loss_a
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -290,7 +297,7 @@ def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = F
             d_value = d_loss.item()
 
         if update_g:
-            g_value = g_step(source, real, target)
+            g_value = g_step(source, real, target, real_scores, source_scores)
         steps_done = step
         if not (math.isfinite(g_value) and (not critics or math.isfinite(d_value))):
             status = "diverged"
