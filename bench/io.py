@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import secrets
+import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+from bench import EnvironmentFault
 
 
 def cache_dir() -> Path:
@@ -106,3 +113,80 @@ def atomic_numpy_save(array: np.ndarray, path: Path) -> None:
             np.save(f, array)
 
     _atomic(path, write)
+
+
+# What the machine, not the trial, does wrong when a write or read of the results folder, a cache or the journal fails:
+# no space or quota left, an I/O error (a bad disk or NFS block, a stale NFS handle), a folder made read-only or
+# removed, a file grown past the file system's limit.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM,
+                                errno.ESTALE, errno.EFBIG, errno.ENOENT})
+
+
+def free_space(path: Path | str) -> str:
+    """The space free for this user on the file system that holds `path` (or its nearest existing folder), in words."""
+    place = Path(path)
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        free = shutil.disk_usage(place).free
+    except OSError:
+        return "free space unknown"
+    return f"{human_bytes(free)} free"
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and what caused it: torch.save reports a failed write as RuntimeError("unexpected pos"), raised while
+    handling the OSError of the file's write."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def environment_fault(error: BaseException) -> EnvironmentFault | None:
+    """The EnvironmentFault that `error` is, in one line (where, what, the space left there), or None if it is the
+    trial's own failure. A lost database connection (SQLAlchemy's OperationalError: a server restarted or gone) is one
+    too; so is an EnvironmentFault itself."""
+    for cause in _causes(error):
+        if isinstance(cause, EnvironmentFault):
+            return cause
+        if isinstance(cause, OSError) and cause.errno in ENVIRONMENT_ERRNOS:
+            where = cause.filename or "a file"
+            name = errno.errorcode.get(cause.errno, str(cause.errno))
+            return EnvironmentFault(f"{where}: {cause.strerror} ({name}); {free_space(where)} there")
+        if type(cause).__module__.startswith("sqlalchemy") and type(cause).__name__ in ("OperationalError",
+                                                                                       "InterfaceError"):
+            reason = " ".join(str(getattr(cause, "orig", None) or cause).split())[:300]
+            return EnvironmentFault(f"the study's database connection failed ({reason})")
+    return None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if needed) while the block runs; the kernel releases it if the process
+    dies. Builders of a cache hold it, so that two processes build (or rebuild) one cache once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def move_aside(path: Path, reason: str) -> Path:
+    """Renames a damaged file (or folder) to `<name>.damaged` (replacing an older one), so that it is rebuilt and can
+    still be looked at, and says so in one line on stderr."""
+    damaged = path.with_name(path.name + ".damaged")
+    if damaged.is_dir() and not damaged.is_symlink():
+        shutil.rmtree(damaged)
+    os.replace(path, damaged)
+    print(f"gan-bench: {path}: damaged ({reason}); moved to {damaged.name}, rebuilding it", file=sys.stderr,
+          flush=True)
+    return damaged

@@ -12,6 +12,8 @@ comparable, which is why every result carries its protocol (`Scorer.protocol`, `
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import math
@@ -28,7 +30,8 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from bench import BenchError
 from bench.data import Dataset
-from bench.io import adopt_default_mode, atomic_torch_save, atomic_write_json, cache_dir
+from bench.io import (adopt_default_mode, atomic_torch_save, atomic_write_json, cache_dir, environment_fault, file_lock,
+                      move_aside)
 
 DOMAIN_EXTRACTOR = "gan-bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -73,6 +76,29 @@ class MetricsConfig(BaseModel):
 def inception_weights_path(config: MetricsConfig) -> Path:
     """The Inception weights file a config uses: its own, or the one `gan-bench prefetch` downloads."""
     return Path(config.inception_weights) if config.inception_weights else cache_dir() / "weights" / INCEPTION_FILE
+
+
+def check_inception_weights(config: MetricsConfig) -> None:
+    """Refuses, in one line naming the file and the command that fetches it again, an Inception weights file that does
+    not read back as a state_dict (checked once per process). They cannot be rebuilt offline: the default file is
+    moved aside, so that `gan-bench prefetch --inception` downloads it again; a file of the user's own is left."""
+    path = inception_weights_path(config)
+
+    def check(file: Path) -> None:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError("not a state_dict of tensors")
+
+    try:
+        _verified(path, check)
+    except Exception as error:
+        reason = _damage(error)
+        if config.inception_weights is None:
+            move_aside(path, reason)
+            raise BenchError(f"Inception weights {path}: damaged ({reason}); moved aside to {path.name}.damaged; fetch "
+                             "them again with `gan-bench prefetch --inception` on a machine with internet") from None
+        raise BenchError(f"metrics.inception_weights: {path} is damaged ({reason}); download {INCEPTION_FILE} there "
+                         "again") from None
 
 
 class DomainClassifier(nn.Module):
@@ -140,17 +166,97 @@ def train_domain_classifier(dataset: Dataset, steps: int = 600, seed: int = 0) -
     return model, accuracy
 
 
+# torch's thread count in this process before any trial set its own. The thread count changes the order of float sums,
+# so a cache (the domain extractor, the real features) is rebuilt with the count it was first built with: the same
+# numbers come out. Caches built before the count was recorded were built by a driver at torch's default.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# Cache files already read back whole in this process, by (path, size, mtime): checked once, not at every evaluation.
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def _verified(path: Path, check: Callable[[Path], None]) -> None:
+    """Runs `check(path)` (which raises if the file is damaged) unless this process checked this very file before."""
+    info = path.stat()
+    key = (str(path), info.st_size, info.st_mtime_ns)
+    if key not in _VERIFIED:
+        check(path)
+        _VERIFIED.add(key)
+
+
+def _damage(error: Exception) -> str:
+    """Why a cache file did not read back, in a few words; an environment fault (the disk failing now) is raised."""
+    if (fault := environment_fault(error)) is not None and not isinstance(error, FileNotFoundError):
+        raise fault from None
+    return " ".join(f"{type(error).__name__}: {error}".split())[:200]
+
+
+EXTRACTOR_RECORD = ("dataset", "image_shape", "num_classes", "test_accuracy", "id")
+
+
+def _check_extractor(path: Path) -> None:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or not {"state_dict", *EXTRACTOR_RECORD} <= checkpoint.keys():
+        raise ValueError("not a domain extractor checkpoint")
+    DomainClassifier(checkpoint["image_shape"][0], checkpoint["num_classes"]).load_state_dict(checkpoint["state_dict"])
+
+
+def _extractor_record(path: Path) -> dict[str, Any]:
+    """The extractor's record (its .json): its id, test accuracy and the threads it was trained with."""
+    record = json.loads(path.with_suffix(".json").read_text())
+    if not isinstance(record, dict) or not set(EXTRACTOR_RECORD) <= record.keys():
+        raise ValueError("not a domain extractor record")
+    return record
+
+
 def domain_extractor_path(dataset: Dataset) -> Path:
-    """The cached domain classifier for this dataset, trained on first use. Its test accuracy sits beside it."""
+    """The cached domain classifier for this dataset, trained on first use. Its record (test accuracy, the threads it
+    was trained with) sits beside it as .json.
+
+    Both files are checked when read (once per process): a damaged record is written again from the weights; damaged
+    weights are moved aside and trained again, with the threads they were trained with, so the same weights (and
+    FIDs) come out. One process builds at a time (a lock beside them): two workers finding it damaged train it once."""
     c, h, w = dataset.image_shape
     stem = f"domain-{dataset.name}-{c}x{h}x{w}-{_dataset_fingerprint(dataset)}"
     path = cache_dir() / "extractors" / f"{stem}.pt"
-    if not path.exists():
-        model, accuracy = train_domain_classifier(dataset)
-        info = {"dataset": dataset.name, "image_shape": [c, h, w], "num_classes": dataset.num_classes,
-                "test_accuracy": accuracy, "id": stem}
-        atomic_torch_save({"state_dict": model.state_dict(), **info}, path)
-        atomic_write_json(path.with_suffix(".json"), info)
+    record_path = path.with_suffix(".json")
+    with file_lock(path.with_suffix(".lock")):
+        record, damaged = None, False
+        try:
+            record = _extractor_record(path)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError) as error:
+            move_aside(record_path, _damage(error))
+            damaged = True
+        if path.exists():
+            try:
+                _verified(path, _check_extractor)
+            except Exception as error:  # unpickling, zip, key and shape errors alike: not the file it was
+                move_aside(path, _damage(error))
+                damaged = True
+        first_build = record is None and not damaged and not path.exists()
+        threads = torch.get_num_threads() if first_build else (record or {}).get("threads", DEFAULT_THREADS)
+        if not path.exists():
+            with torch_threads(threads):
+                model, accuracy = train_domain_classifier(dataset)
+            info = {"dataset": dataset.name, "image_shape": [c, h, w], "num_classes": dataset.num_classes,
+                    "test_accuracy": accuracy, "id": stem}
+            atomic_torch_save({"state_dict": model.state_dict(), **info}, path)
+        if record is None:  # new, lost or damaged: written from the weights
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            atomic_write_json(record_path, {**{k: checkpoint[k] for k in EXTRACTOR_RECORD}, "threads": threads})
     return path
 
 
@@ -286,6 +392,7 @@ class Scorer:
                          "--inception-weights) unset to use the one `gan-bench prefetch --inception` fetches")
                 raise BenchError(f"metrics.inception_weights: Inception weights file {weights} not found; {fetch}; "
                                  "or use metrics.extractor: domain")
+            check_inception_weights(config)
             self.weights_path = weights
             self.extractor_name = INCEPTION_EXTRACTOR
             self.extractor_id = INCEPTION_EXTRACTOR
@@ -324,6 +431,10 @@ class Scorer:
 
     def score_images(self, images: torch.Tensor) -> dict[str, float]:
         """Metrics of uint8 N×C×H×W images against the real images."""
+        self.cache_real_features()
+        return self._calculate(images)
+
+    def _calculate(self, images: torch.Tensor) -> dict[str, float]:
         n = min(len(images), len(self.real))
         metrics = torch_fidelity.calculate_metrics(
             input1=_Images(images),
@@ -354,9 +465,33 @@ class Scorer:
         return self.score_images(self.sample_images(sample))
 
     def cache_real_features(self) -> None:
-        """Extracts the real images' features into the cache now, so that trials only extract their samples'.
+        """Makes sure torch-fidelity's cache holds the real images' features and statistics, whole, so that trials only
+        extract their samples'.
 
-        torch-fidelity caches the second input's features as a side effect of a metric computation, so this
-        scores a few test images against the test split (10,000 Inception images cost ~25 min on a CPU).
+        Cached files are read back once per process; damaged ones are moved aside and made again with the thread count
+        they were first made with (recorded beside them), so the same features, hence the same FIDs, come out. One
+        process builds at a time: two workers finding them damaged build them once. torch-fidelity caches the second
+        input's features as a side effect of a metric computation, so building scores a few test images against the
+        test split (10,000 Inception images cost ~25 min on a CPU).
         """
-        self.score_images(self.dataset.test[:CACHE_PROBE])
+        root = cache_dir() / "fidelity"
+        record_path = root / f"{self.real_cache_name}.json"
+        with file_lock(root / f"{self.real_cache_name}.lock"):
+            files = sorted(root.glob(glob.escape(self.real_cache_name) + "-*.pt"))
+            for path in files:
+                try:
+                    _verified(path, lambda file: torch.load(file, map_location="cpu", weights_only=False))
+                except Exception as error:  # a truncated zip, garbage: torch-fidelity would crash on it
+                    move_aside(path, _damage(error))
+            try:
+                threads = json.loads(record_path.read_text())["threads"]
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                if record_path.exists():
+                    move_aside(record_path, _damage(error))
+                # Features made before the count was recorded were made by a driver, at torch's default.
+                threads = DEFAULT_THREADS if files else torch.get_num_threads()
+            if not files or not all(path.exists() for path in files):
+                with torch_threads(threads):
+                    self._calculate(self.dataset.test[:CACHE_PROBE])
+            if not record_path.exists():
+                atomic_write_json(record_path, {"threads": threads})

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from bench import BenchError
 from bench.data import Dataset
-from bench.io import atomic_numpy_save, atomic_write_json
+from bench.io import atomic_numpy_save, atomic_write_json, environment_fault, file_lock, move_aside
 
 # Bump when decoding or resizing changes, so stale caches of the datasets decoded from files are rebuilt.
 REAL_CACHE_VERSION = 1
 ARRAYS = ("train", "train_labels", "test", "test_labels")
 
 
+class _Damaged(Exception):
+    """A cache that was written whole once and no longer reads back (a node killed mid-copy, a full disk, a bad
+    block)."""
+
+
 def _read_cache(directory: Path, meta: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The cached arrays, memory-mapped, or None if meta.json is missing or differs from `meta` on any of
-    its keys, or an array is missing, unreadable or not of the shape meta.json records."""
+    """The cached arrays, memory-mapped, or None if there is no cache or it was made for another `meta` (another
+    version of the decoding: rebuilt). A damaged cache (meta.json or an array that does not read back as meta.json
+    records it) is moved aside to `<folder>.damaged`, said in one line, and None is returned: the caller rebuilds it.
+    The caller holds the cache's lock."""
+    if not (directory / "meta.json").exists():
+        return None
     try:
         stored = json.loads((directory / "meta.json").read_text())
-        if not isinstance(stored, dict) or any(stored.get(key) != value for key, value in meta.items()):
+        if not isinstance(stored, dict):
+            raise _Damaged("meta.json is not a JSON object")
+        if any(stored.get(key) != value for key, value in meta.items()):
             return None
         # Copy-on-write pages: torch.from_numpy warns about read-only arrays, and writes must not reach the file.
         arrays = {key: np.load(directory / f"{key}.npy", mmap_mode="c") for key in ARRAYS}
@@ -31,10 +43,32 @@ def _read_cache(directory: Path, meta: dict[str, Any]) -> dict[str, np.ndarray] 
         for key, array in arrays.items():
             dtype = np.int64 if key.endswith("labels") else np.uint8
             if list(array.shape) != shapes[key] or array.dtype != dtype:
-                return None
-    except (OSError, ValueError, EOFError, KeyError, TypeError):
+                raise _Damaged(f"{key}.npy is {array.dtype} {list(array.shape)}, meta.json says {shapes[key]}")
+    except (_Damaged, OSError, ValueError, EOFError, KeyError, TypeError) as error:
+        if (fault := environment_fault(error)) is not None and not isinstance(error, FileNotFoundError):
+            raise fault from None  # the disk failed us now, not the cache earlier: nothing to rebuild
+        move_aside(directory, " ".join(f"{type(error).__name__}: {error}".split())[:200])
         return None
     return arrays
+
+
+def cached_arrays(directory: Path, meta: dict[str, Any],
+                  build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays cached in `directory` for `meta`, built by `build()` and cached first if there are none (or they
+    were damaged). One process builds a cache at a time (a lock beside it): two workers that find the same cache
+    missing or damaged build it once."""
+    with file_lock(directory.with_name(directory.name + ".lock")):
+        arrays = _read_cache(directory, meta)
+        if arrays is None:
+            arrays = build()
+            _write_cache(directory, meta, arrays)
+    return arrays
+
+
+def cache_readable(directory: Path, meta: dict[str, Any]) -> bool:
+    """Whether the cache is there and whole (a damaged one is moved aside, as `_read_cache` does)."""
+    with file_lock(directory.with_name(directory.name + ".lock")):
+        return _read_cache(directory, meta) is not None
 
 
 def _write_cache(directory: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -46,6 +80,9 @@ def _write_cache(directory: Path, meta: dict[str, Any], arrays: dict[str, np.nda
         shapes = {key: list(arrays[key].shape) for key in ARRAYS}
         atomic_write_json(directory / "meta.json", {**meta, "shapes": shapes})
     except OSError as error:
+        if (fault := environment_fault(error)) is not None and error.errno not in (errno.EACCES, errno.EPERM,
+                                                                                   errno.EROFS):
+            raise fault from None  # full, or failing: the run stops and resumes later
         reason = error.strerror or error
         raise BenchError(f"cannot write the dataset cache {directory}: {reason}; make it writable") from None
 

@@ -14,7 +14,7 @@ import torchvision
 
 from bench import BenchError
 from bench.data import Dataset, DatasetMissingError, register
-from bench.data.cache import REAL_CACHE_VERSION, _dataset, _read_cache, _write_cache
+from bench.data.cache import REAL_CACHE_VERSION, _dataset, cached_arrays
 from bench.data.images import DEFAULT_RESIZE, _check_resize, _decode_images, _UnreadableImage
 from bench.io import cache_dir
 
@@ -100,8 +100,8 @@ def folder(
         name += f"-{resize}"
         meta["resize"] = resize
     directory = cache_dir() / "datasets" / name
-    arrays = _read_cache(directory, meta)
-    if arrays is None:
+
+    def build() -> dict[str, np.ndarray]:
         samples = listing.samples  # (path, class index), sorted by class then path
         n_test = min(max(round(len(samples) * fraction), 1), len(samples) - 1)
         order = np.random.RandomState(FOLDER_SEED).permutation(len(samples))
@@ -114,7 +114,9 @@ def folder(
                 problem = f"cannot read {bad.path} ({bad.reason})"
                 raise DatasetMissingError(f"dataset 'folder': {problem}; repair or remove it") from None
             arrays[f"{split}_labels"] = np.array([samples[i][1] for i in indices], dtype=np.int64)
-        _write_cache(directory, meta, arrays)
+        return arrays
+
+    arrays = cached_arrays(directory, meta, build)
     # The method even where every image happens to be image_size already (then both methods are the identity):
     # the images of a folder have no one native size, and the method is what a FID protocol must tell apart.
     return _dataset("folder", arrays, num_classes=len(listing.classes), resize=resize)

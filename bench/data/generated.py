@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from bench.data import Dataset, _check_int, register
-from bench.data.cache import _dataset, _read_cache, _write_cache
+from bench.data.cache import _dataset, cached_arrays
 from bench.data.images import NO_RESIZE
 from bench.io import cache_dir
 
@@ -85,13 +85,15 @@ def polygons(image_size: int, *, seed: int = 0, n_train: int = 60000, n_test: in
     n_test = _check_int("n_test", n_test, 1)
     directory = cache_dir() / "datasets" / f"polygons-s{image_size}-seed{seed}-n{n_train}-{n_test}"
     meta = {"version": POLYGONS_VERSION, "image_size": image_size, "seed": seed, "n_train": n_train, "n_test": n_test}
-    arrays = _read_cache(directory, meta)
-    if arrays is None:
+
+    def build() -> dict[str, np.ndarray]:
         # Independent streams: the test set does not change with n_train.
         train_rng, test_rng = (np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(seed).spawn(2))
         arrays = dict(zip(("train", "train_labels"), make_polygons(n_train, image_size, train_rng)))
         arrays.update(zip(("test", "test_labels"), make_polygons(n_test, image_size, test_rng)))
-        _write_cache(directory, meta, arrays)
+        return arrays
+
+    arrays = cached_arrays(directory, meta, build)
     # Rasterised at image_size itself (each pixel's coverage of the polygon), never resized.
     return _dataset("polygons", arrays, num_classes=6, resize=NO_RESIZE)
 

@@ -16,7 +16,7 @@ import torchvision
 from bench import BenchError
 from bench.io import adopt_default_mode
 from bench.data import Dataset, DatasetMissingError, data_root, register
-from bench.data.cache import REAL_CACHE_VERSION, _dataset, _read_cache, _write_cache
+from bench.data.cache import REAL_CACHE_VERSION, _dataset, cache_readable, cached_arrays
 from bench.data.images import DEFAULT_RESIZE, NO_RESIZE, _check_resize, _decode_images, _resized, _UnreadableImage
 
 class _Torchvision:
@@ -76,20 +76,22 @@ class _Torchvision:
 
     def _load(self, image_size: int, resize: str) -> Dataset:
         directory, meta = self._cache(image_size, resize)
-        arrays = _read_cache(directory, meta)
-        if arrays is None:
+
+        def build() -> dict[str, np.ndarray]:
             root = data_root()
             self.verify(root)
             arrays = {}
             for split in ("train", "test"):
                 arrays[split], arrays[f"{split}_labels"] = self.decode(root, split, image_size, resize)
-            _write_cache(directory, meta, arrays)
+            return arrays
+
+        arrays = cached_arrays(directory, meta, build)
         applied = NO_RESIZE if image_size == self.native_size else resize
         return _dataset(self.name, arrays, self.num_classes, applied)
 
     def _check(self, image_size: int, resize: str) -> None:
         directory, meta = self._cache(image_size, resize)
-        if _read_cache(directory, meta) is None:
+        if not cache_readable(directory, meta):
             self.verify(data_root())
 
     def load(self, image_size: int) -> Dataset:
