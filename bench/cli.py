@@ -124,6 +124,14 @@ def _check_storage(study, study_file: str) -> None:
     folder) is one line before the results folder is made, not a traceback after it."""
     if study.storage is None:
         return
+    from bench.study import JOURNAL_URL
+
+    if study.storage.startswith(JOURNAL_URL):  # a journal file: its folder must be there and writable
+        journal = Path(study.storage[len(JOURNAL_URL):])
+        _check_writable(journal.parent, f"{study_file}: storage")
+        if journal.is_dir():
+            raise BenchError(f"{study_file}: storage: {journal} is a folder; name a journal file")
+        return
     from sqlalchemy import create_engine
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -240,15 +248,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     prefetch.use_data_root(args.data_root or study.data_root)
     prefetch.check(study, args.study)
     _check_storage(study, args.study)
+    runner.check_ownership(study, results_dir)  # another study of this name in the storage: refused before any work
     prefetch.prepare(study, download=False, log=lambda line: None)
     results_dir.mkdir(parents=True, exist_ok=True)
     with executors.driving(results_dir):  # before study.yaml: a second driver must not rewrite the first one's
         atomic_write_text(results_dir / "study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+        _warn_space(study, results_dir, stages, args.workers or executor.workers)
         if isinstance(executor, SlurmExecutor):
             for stage in stages:
                 if executors.stage_finished(study, results_dir, stage):
                     continue
-                job_id = executors.run_slurm(study, results_dir, stage, executor, args.detach, not args.no_progress)
+                job_id = executors.run_slurm(study, results_dir, stage, executor, args.detach, not args.no_progress,
+                                             args.retry_failed)
                 if args.detach:
                     later = " (then run this command again for the next stage)" if stage != stages[-1] else ""
                     print(f"detached: follow with `gan-bench status {results_dir} --wait`{later}; "
@@ -256,11 +267,27 @@ def cmd_run(args: argparse.Namespace) -> int:
                     return 0
         else:
             for stage in stages:
-                executors.run_local(study, results_dir, stage, args.workers, progress=not args.no_progress)
+                executors.run_local(study, results_dir, stage, args.workers, progress=not args.no_progress,
+                                    retry_failed=args.retry_failed)
         print(runner.counts(study, runner.open_storage(study, results_dir)).to_string(index=False))
         paths = report.write_report(results_dir)
     print(f"results: {results_dir / 'results.csv'}\nreport:  " + "\n         ".join(str(p) for p in paths))
     return 0
+
+
+def _warn_space(study, results_dir: Path, stages: list[str], workers: int) -> None:
+    """One line on stderr if the results folder has less space free than the run needs (about)."""
+    import shutil
+
+    from bench import runner
+    from bench.io import human_bytes
+
+    needed, trials = runner.space_needed(study, runner.open_storage(study, results_dir), stages, workers)
+    free = shutil.disk_usage(results_dir).free
+    if free < needed:
+        print(f"gan-bench: warning: {results_dir} has {human_bytes(free)} free, and this run needs about "
+              f"{human_bytes(needed)} (checkpoints, samples and results of {trials} trials); it stops when the disk "
+              "is full, and the same command resumes it once space is freed", file=sys.stderr, flush=True)
 
 
 def _key_values(values: list[str], flag: str) -> dict[str, Any]:
@@ -301,11 +328,15 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 
 
 def _saved_study(results_dir: Path):
+    """The study of a results folder, checked to own its name in its storage: its tables show its own trials only."""
+    from bench import runner
     from bench.study import load_study
 
     if not (results_dir / "study.yaml").is_file():
         raise BenchError(f"{results_dir}: not a results folder (no study.yaml)")
-    return load_study(results_dir / "study.yaml")
+    study = load_study(results_dir / "study.yaml")
+    runner.check_ownership(study, results_dir)
+    return study
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -327,6 +358,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             report.write_report(results_dir)
     table = runner.counts(study, runner.open_storage(study, results_dir))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for line in runner.failures(study, runner.open_storage(study, results_dir)):
+        print(f"failed: {line}")
+    if int(table["failed"].sum()):
+        print("`gan-bench run STUDY.yaml --retry-failed` queues the failed trials again")
     stale = int(table["stale"].sum())
     if stale:
         print(f"{stale} trials are stale (their worker is gone); `gan-bench run` on this study queues them again")
@@ -509,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stage", choices=["search", "confirm"], help="run one stage (default: all of the study's)")
     run.add_argument("--data-root", metavar="DIR", help=f"raw datasets and their caches (default: the study's "
                                                         f"data_root, else {DATA_ROOT_DEFAULT})")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="queue the failed trials again, whatever they failed of (see `gan-bench status`); trials "
+                          "that failed for their machine (a full disk) are queued again without it")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -570,6 +608,17 @@ RESUME = {
 }
 
 
+# An environment fault (bench.EnvironmentFault: a full disk, an I/O error, a lost database) exits with EX_TEMPFAIL: the
+# same command may succeed once its cause is gone.
+ENVIRONMENT_EXIT = 75
+RESUME_LATER = "nothing half-written is left; run the same command again once the cause is fixed"
+STOPPED = {
+    "run": "finished trials are saved and the running ones go back to the queue (none is marked failed); free space "
+           "or fix the cause, then run the same command again to resume",
+    "trial": "its last checkpoint is kept; free space or fix the cause, then run the same command again to resume",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `gan-bench validate x.yaml | head` ends quietly
     args = build_parser().parse_args(argv)
@@ -586,6 +635,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gan-bench: error: {validation_message(error)}", file=sys.stderr)
     except BenchError as error:
         print(f"gan-bench: error: {error}", file=sys.stderr)
+    except Exception as error:  # a full disk, an I/O error, a lost database: one line and 75, not a traceback and 1
+        from bench.io import environment_fault
+
+        fault = environment_fault(error)
+        if fault is None:
+            raise
+        print(f"gan-bench: error: stopped, the machine failed: {fault}; {STOPPED.get(args.command, RESUME_LATER)}",
+              file=sys.stderr)
+        return ENVIRONMENT_EXIT
     except (KeyboardInterrupt, Terminated) as stop:
         name, code = ("SIGINT", 130) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", 143)
         print(f"\ngan-bench: interrupted ({name}); {RESUME.get(args.command, 'nothing half-written is left')}",

@@ -34,8 +34,8 @@ from typing import Callable, Iterator
 import pandas as pd
 from tqdm import tqdm
 
-from bench import BenchError, runner, workers
-from bench.io import atomic_write_json
+from bench import BenchError, EnvironmentFault, runner, workers
+from bench.io import atomic_write_json, environment_fault
 from bench.study import LocalExecutor, SlurmExecutor, Study
 
 POLL_SECONDS = 3.0  # reading every Optuna study of a large study from the journal costs CPU the workers need
@@ -52,7 +52,13 @@ def _stop_worker(signum: int, frame: object) -> None:
     sys.exit(128 + signum)
 
 
-def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str]) -> None:
+# A worker that stopped on an environment fault (bench.EnvironmentFault) exits with this code (EX_TEMPFAIL), after
+# putting the fault's line in the driver's queue.
+ENVIRONMENT_EXIT = 75
+
+
+def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str],
+            faults: multiprocessing.SimpleQueue) -> None:
     _die_with_parent()
     # Ctrl-C reaches the whole process group: the driver alone decides how workers stop, so a Ctrl-C gives one line
     # from the driver rather than a traceback from every worker. Its SIGTERM ends a worker between two Python
@@ -65,6 +71,9 @@ def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str]) 
     # driver and `status` tell its trials from those of a worker that died.
     try:
         runner.work(Study.model_validate_json(study_json), Path(results_dir), stage, worker=workers.local_name())
+    except EnvironmentFault as fault:  # the driver stops the run and says why in one line
+        faults.put(str(fault))
+        sys.exit(ENVIRONMENT_EXIT)
     except Exception:
         if runner.stopping.is_set():  # stopped: the driver says so in one line; no traceback from every worker
             sys.exit(128 + signal.SIGTERM)
@@ -117,6 +126,7 @@ def follow(study: Study, results_dir: Path, stage: str | None, running: Callable
     """Shows the progress of a stage (every stage: None) until `running()` turns false, one line per trial as it
     ends (data set, loss, sample, status, best objective, steps/s); results.csv is rewritten as trials finish."""
     storage = runner.open_storage(study, results_dir)
+    folder = results_dir.stat().st_ino
     total = sum(part.trials for part in study.plan(stage))
     label = f"{study.name} ({stage or 'all stages'})"
     ended = runner.finished_trials(study, storage, stage)  # before this run: not reported again
@@ -129,6 +139,7 @@ def follow(study: Study, results_dir: Path, stage: str | None, running: Callable
     try:
         while True:
             alive = running()
+            _check_folder(results_dir, folder)
             table = runner.counts(study, storage, stage)
             done = _finished(table)
             if done != finished:
@@ -154,18 +165,30 @@ def follow(study: Study, results_dir: Path, stage: str | None, running: Callable
     runner.write_results(study, storage, results_dir)
 
 
+def _check_folder(results_dir: Path, inode: int) -> None:
+    """Raises an EnvironmentFault if the results folder was removed or replaced since the run started: its trials and
+    journal are gone, and workers writing on would make a new one of pieces."""
+    try:
+        if results_dir.stat().st_ino == inode:
+            return
+    except FileNotFoundError:
+        pass
+    raise EnvironmentFault(f"{results_dir}: the results folder was removed or replaced while the study ran")
+
+
 def _finished(table: pd.DataFrame) -> int:
     """Samples that need no more work: finished, or in a skipped part."""
     return int((table["budget"] - table[list(runner.UNFINISHED)].sum(axis=1)).sum())
 
 
 def run_local(study: Study, results_dir: Path, stage: str = "search", workers_count: int | None = None,
-              progress: bool = True) -> None:
+              progress: bool = True, retry_failed: bool = False) -> None:
     """Runs one stage with local worker processes and shows progress until they are done. A worker that dies (killed
     for memory, a crash in native code) is replaced, and the trial it was running goes back to the queue, where it
-    resumes from its last checkpoint."""
+    resumes from its last checkpoint. A worker that stops on an environment fault (a full disk, say) stops the run as
+    Ctrl-C does: the other workers are stopped, their trials go back to the queue, and the fault is raised."""
     executor = study.executor if isinstance(study.executor, LocalExecutor) else LocalExecutor()
-    runner.prepare(study, results_dir, stage)
+    runner.prepare(study, results_dir, stage, retry_failed)
     environments = local_worker_environments(executor, visible_gpus(), workers_count)
     cores = os.cpu_count() or 1
     if not any(environments) and len(environments) * study.threads > cores:
@@ -173,9 +196,10 @@ def run_local(study: Study, results_dir: Path, stage: str = "search", workers_co
                       "slow each other down (results stay the same); use fewer workers or threads")
     context = multiprocessing.get_context("spawn")
     storage = runner.open_storage(study, results_dir)
+    faults = context.SimpleQueue()
 
     def start(env: dict[str, str]) -> multiprocessing.Process:
-        process = context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), stage, env))
+        process = context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), stage, env, faults))
         process.start()
         return process
 
@@ -188,6 +212,8 @@ def run_local(study: Study, results_dir: Path, stage: str = "search", workers_co
         for i, (process, env) in enumerate(processes):
             if process.is_alive() or process.exitcode == 0 or process.pid in handled:
                 continue
+            if process.exitcode == ENVIRONMENT_EXIT:
+                raise EnvironmentFault(faults.get() if not faults.empty() else "a worker stopped on an I/O error")
             handled.add(process.pid)
             how = (f"signal {signal.Signals(-process.exitcode).name}" if process.exitcode < 0
                    else f"exit code {process.exitcode}")
@@ -202,10 +228,16 @@ def run_local(study: Study, results_dir: Path, stage: str = "search", workers_co
 
     try:
         follow(study, results_dir, stage, supervise, progress)
-    except BaseException:  # Ctrl-C or SIGTERM to the driver: stop the workers, give their trials back, save
+    except BaseException:  # Ctrl-C, SIGTERM to the driver, a full disk: stop the workers, give their trials back, save
         _stop([p for p, _ in processes])
-        runner.requeue_running(study, storage, stage)
-        runner.write_results(study, storage, results_dir)
+        try:
+            runner.requeue_running(study, storage, stage)
+            runner.write_results(study, storage, results_dir)
+        except Exception as error:
+            # The full disk or lost database that stopped the run may refuse these writes too: the next run's prepare
+            # queues the running trials again and writes results.csv.
+            if environment_fault(error) is None:
+                raise
         raise
     finally:
         for process, _ in processes:
@@ -313,8 +345,8 @@ def check_slurm(executor: SlurmExecutor) -> None:
 def warn_node_local(study: Study, results_dir: Path, log_dir: Path) -> None:
     """One line on stderr if the results, the SLURM logs or the journal are where other nodes cannot see them."""
     places = {"results": results_dir, "SLURM logs": log_dir}
-    if study.storage is None:
-        places["journal storage"] = results_dir / "optuna.journal"
+    if (journal := runner.journal_path(study, results_dir)) is not None:
+        places["journal storage"] = journal
     local = [f"{what} {path.resolve()}" for what, path in places.items()
              if any(path.resolve().is_relative_to(root) for root in NODE_LOCAL)]
     if local:
@@ -403,7 +435,7 @@ def submit(study: Study, results_dir: Path, stage: str, executor: SlurmExecutor)
 
 
 def run_slurm(study: Study, results_dir: Path, stage: str, executor: SlurmExecutor, detach: bool = False,
-              progress: bool = True) -> str:
+              progress: bool = True, retry_failed: bool = False) -> str:
     """Runs one stage as a SLURM job array and follows it to the end (or returns at once with `detach`).
 
     If an array of this stage is still queued or running (a previous, detached or interrupted command), it is
@@ -415,7 +447,7 @@ def run_slurm(study: Study, results_dir: Path, stage: str, executor: SlurmExecut
         job_id = previous[-1]["job_id"]
         print(f"{study.name} ({stage}): following array job {job_id}, already submitted", flush=True)
     else:
-        runner.prepare(study, results_dir, stage)  # no task of this study is running: safe to re-enqueue
+        runner.prepare(study, results_dir, stage, retry_failed)  # no task of this study is running: safe to re-enqueue
         job_id = submit(study, results_dir, stage, executor)
         print(f"{study.name} ({stage}): submitted array job {job_id}", flush=True)
     if detach:

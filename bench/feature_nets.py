@@ -19,7 +19,7 @@ from torch import nn
 
 from bench import BenchError, terms
 from bench.data import Dataset
-from bench.io import cache_dir
+from bench.io import cache_dir, environment_fault, move_aside
 from bench.metrics import domain_feature_net
 
 DEFAULT = "domain"
@@ -118,9 +118,12 @@ def vgg_feature_net(spec: str, device: torch.device) -> VGGFeatures:
             model = getattr(torchvision.models, net)(weights=None)
         model.load_state_dict(state, assign=True)
     except Exception as error:  # unpickling, zip and missing-key errors alike: the file is not what it should be
-        reason = " ".join(f"{type(error).__name__}: {error}".split())
-        raise BenchError(f"perceptual_net: {path} is not torchvision's {net} weights ({reason[:200]}); delete it and "
-                         f"fetch it again with `gan-bench prefetch --vgg {net}`") from None
+        if (fault := environment_fault(error)) is not None and not isinstance(error, FileNotFoundError):
+            raise fault from None
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        move_aside(path, reason)  # downloaded weights cannot be rebuilt offline: prefetch downloads them again
+        raise BenchError(f"perceptual_net: {path} is not torchvision's {net} weights ({reason}); moved aside to "
+                         f"{path.name}.damaged; fetch it again with `gan-bench prefetch --vgg {net}`") from None
     features = model.features[: _modules(net).index(layer) + 1]  # the classifier (most of the file) is dropped
     return VGGFeatures(features).to(device).eval().requires_grad_(False)
 

@@ -152,6 +152,9 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         error = error.__cause__ or error.__context__
 
 
+DATABASE_FAULT = "the study's database connection failed"
+
+
 def environment_fault(error: BaseException) -> EnvironmentFault | None:
     """The EnvironmentFault that `error` is, in one line (where, what, the space left there), or None if it is the
     trial's own failure. A lost database connection (SQLAlchemy's OperationalError: a server restarted or gone) is one
@@ -166,7 +169,7 @@ def environment_fault(error: BaseException) -> EnvironmentFault | None:
         if type(cause).__module__.startswith("sqlalchemy") and type(cause).__name__ in ("OperationalError",
                                                                                        "InterfaceError"):
             reason = " ".join(str(getattr(cause, "orig", None) or cause).split())[:300]
-            return EnvironmentFault(f"the study's database connection failed ({reason})")
+            return EnvironmentFault(f"{DATABASE_FAULT} ({reason})")
     return None
 
 

@@ -20,7 +20,7 @@ import torch
 
 from bench import BenchError, data, feature_nets
 from bench.io import adopt_default_mode
-from bench.metrics import INCEPTION_FILE, MetricsConfig, Scorer, inception_weights_path
+from bench.metrics import INCEPTION_FILE, MetricsConfig, Scorer, check_inception_weights, inception_weights_path
 from bench.study import Study
 from bench.trial import resolve_device
 
@@ -101,7 +101,13 @@ def download_vgg_weights(net: str) -> None:
               hash_prefix=feature_nets.vgg_hash_prefix(net))
 
 
-def _inception_weights(path: Path, download: bool, log: Callable[[str], None]) -> None:
+def _inception_weights(config: MetricsConfig, download: bool, log: Callable[[str], None]) -> None:
+    path = inception_weights_path(config)
+    if download and path.is_file() and config.inception_weights is None:
+        try:
+            check_inception_weights(config)
+        except BenchError as damaged:  # moved aside: fetched again below
+            log(str(damaged))
     if not path.is_file():
         if not download:
             raise BenchError(f"Inception weights {path} not found")
@@ -111,6 +117,11 @@ def _inception_weights(path: Path, download: bool, log: Callable[[str], None]) -
 
 def _vgg_weights(net: str, download: bool, log: Callable[[str], None]) -> None:
     path = feature_nets.vgg_weights_path(net)
+    if download and path.is_file():
+        try:
+            feature_nets.vgg_feature_net(feature_nets.canonical(net), torch.device("cpu"))
+        except BenchError as damaged:  # moved aside: fetched again below
+            log(str(damaged))
     if not path.is_file():
         if not download:
             raise BenchError(f"{net} weights {path} not found")
@@ -140,7 +151,7 @@ def prepare(study: Study, download: bool, log: Callable[[str], None] = print) ->
     fetches what is missing (datasets through torchvision with its checksums, the Inception and VGG weights)."""
     device = resolve_device(study.device)
     if study.metrics.extractor == "inception":
-        _inception_weights(inception_weights_path(study.metrics), download, log)
+        _inception_weights(study.metrics, download, log)
     if vgg := _vgg(study):
         _vgg_weights(vgg, download, log)
     for name in study.datasets:
@@ -160,7 +171,7 @@ def fetch(datasets: list[str], options: dict[str, Any], size: int | None, incept
         data.check_options(name, options)
     metrics = MetricsConfig()
     if inception:
-        _inception_weights(inception_weights_path(metrics), True, log)
+        _inception_weights(metrics, True, log)
     for net in dict.fromkeys(vgg):
         _vgg_weights(net, True, log)
     device = resolve_device("auto")

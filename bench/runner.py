@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
+import socket
 import sys
 import threading
 import time
 import traceback
+import uuid
 import zlib
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -30,10 +33,10 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from bench import BenchError, losses, workers
-from bench.io import atomic_write_bytes, atomic_write_text
+from bench.io import DATABASE_FAULT, atomic_write_bytes, atomic_write_text, environment_fault
 from bench.metrics import HIGHER_IS_BETTER, best_of, protocol_id
-from bench.study import STAGES, Distribution, Part, Study
-from bench.trial import FALLBACK_DEFAULTS, TrialConfig, folder_name, run_trial
+from bench.study import JOURNAL_URL, STAGES, Distribution, Part, Study
+from bench.trial import FALLBACK_DEFAULTS, TrialConfig, disk_bytes, folder_name, run_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -72,21 +75,103 @@ class JournalFlock:
             handle.close()  # which releases the lock
 
 
+class JournalBackend(optuna.storages.journal.JournalFileBackend):
+    """Optuna's journal file whose appends leave no partial record: an append that fails midway (a full disk, a quota)
+    is cut off again before the lock is released, so the next writer does not append after a torn record (which would
+    damage the journal for good), and the error goes on up (an EnvironmentFault to the run)."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
+        self._lock.acquire()
+        try:
+            descriptor = os.open(self._file_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                start = os.lseek(descriptor, 0, os.SEEK_END)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(descriptor, view):]
+                    os.fsync(descriptor)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(descriptor, start)
+                    raise
+            finally:
+                os.close(descriptor)
+        finally:
+            self._lock.release()
+
+
+# How long a database may be unreachable (a server restarting, a fail-over) before the run stops on it.
+RECONNECT_SECONDS = 120.0
+
+
+def lost_connection(error: BaseException) -> bool:
+    """Whether `error` is (or was caused by) a lost or refused database connection."""
+    fault = environment_fault(error)
+    return fault is not None and str(fault).startswith(DATABASE_FAULT)
+
+
+class ReconnectingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage that outlives a database restart: connections are checked before use (pool_pre_ping: a
+    restarted server leaves every pooled connection dead), and a call that fails on a lost connection is made again
+    until the server answers, for up to RECONNECT_SECONDS; then the error goes up (an EnvironmentFault: the run stops
+    cleanly). A transaction cut by the restart is rolled back by the server, so its call is made again whole."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, engine_kwargs={"pool_pre_ping": True})
+
+
+def _reconnecting(method: Any) -> Any:
+    @functools.wraps(method)
+    def call(self: optuna.storages.RDBStorage, *args: Any, **kwargs: Any) -> Any:
+        deadline = None
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as error:
+                if not lost_connection(error):
+                    raise
+                deadline = deadline or time.monotonic() + RECONNECT_SECONDS
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    return call
+
+
+# Every call of the storage's interface (and `_get_trials`, which Optuna's cache calls), each one session of its own;
+# not the helpers that run inside another call's session.
+for _name, _method in vars(optuna.storages.RDBStorage).items():
+    if callable(_method) and (not _name.startswith("_") or _name == "_get_trials"):
+        setattr(ReconnectingRDBStorage, _name, _reconnecting(_method))
+
+
 _DATABASES: dict[str, optuna.storages.BaseStorage] = {}
 
 
+def journal_path(study: Study, results_dir: Path) -> Path | None:
+    """The journal file of the study's storage: the results folder's by default, or the one `journal:///PATH` names;
+    None for a database."""
+    if study.storage is None:
+        return results_dir / JOURNAL
+    if study.storage.startswith(JOURNAL_URL):
+        return Path(study.storage[len(JOURNAL_URL):])
+    return None
+
+
 def open_storage(study: Study, results_dir: Path) -> optuna.storages.BaseStorage:
-    """The study's storage URL, or by default a journal file in the results folder (fine for one host)."""
-    if study.storage:
+    """The study's storage: a database URL, a journal file (by default the results folder's: fine for one host)."""
+    journal = journal_path(study, results_dir)
+    if journal is None:
         # One per URL and process: each RDBStorage holds a connection pool, which Optuna never closes.
         if study.storage not in _DATABASES:
-            _DATABASES[study.storage] = optuna.storages.get_storage(study.storage)
+            _DATABASES[study.storage] = optuna.storages.get_storage(ReconnectingRDBStorage(study.storage))
         return _DATABASES[study.storage]
-    damage = journal_damage(results_dir / JOURNAL)
+    damage = journal_damage(journal)
     if damage is not None and not damage[2]:  # a torn last record does not stop readers; `prepare` cuts it off
-        raise BenchError(damaged_journal(results_dir / JOURNAL, damage[0]))
-    backend = optuna.storages.journal.JournalFileBackend(str(results_dir / JOURNAL),
-                                                         lock_obj=JournalFlock(results_dir / (JOURNAL + ".flock")))
+        raise BenchError(damaged_journal(journal, damage[0]))
+    backend = JournalBackend(str(journal), lock_obj=JournalFlock(journal.with_name(journal.name + ".flock")))
     return optuna.storages.JournalStorage(backend)
 
 
@@ -246,7 +331,9 @@ def check_confirm_source(study: Study) -> None:
     """Raises a one-line BenchError unless `confirm.source` is a results folder of a study trained the same way whose
     search stage is finished."""
     source, source_dir = confirm_source(study)
-    _check_search_finished(source, open_storage(source, source_dir), str(source_dir))
+    storage = open_storage(source, source_dir)
+    check_ownership(source, source_dir, storage)  # its search's trials, not those of another study of its name
+    _check_search_finished(source, storage, str(source_dir))
 
 
 # Study fields that decide what a trial trains and how it is scored: a confirm stage may take its configurations
@@ -299,16 +386,20 @@ def _planned_trials(study: Study, storage: optuna.storages.BaseStorage,
             for i, seed in enumerate(study.confirm.seeds())]
 
 
-def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.storages.BaseStorage:
+def prepare(study: Study, results_dir: Path, stage: str = "search",
+            retry_failed: bool = False) -> optuna.storages.BaseStorage:
     """Creates each Optuna study of the stage once and enqueues its trials; on a study that has results, enqueues
     only what is missing: samples added to the budget, a sample whose trial was interrupted, and finished search
     trials again when seeds were added (they replay their finished seeds from their checkpoints and train the new
     ones). Trials a dead process left running go back to the queue, and a journal whose last record a crash cut
     short is repaired. The confirm stage enqueues the best search configuration of each (dataset, loss) once per
-    seed. Only the driver calls this, with no worker running (see `executors.driving`)."""
-    if study.storage is None:
-        repair_journal(results_dir / JOURNAL)
+    seed. A failed trial is queued again if it failed for its environment (a full disk, in a version that recorded that
+    as a failure), or whatever its reason with `retry_failed`. Only the driver calls this, with no worker running (see
+    `executors.driving`), and it first takes the study's name in the storage (`take_ownership`)."""
+    if (journal := journal_path(study, results_dir)) is not None:
+        repair_journal(journal)
     storage = open_storage(study, results_dir)
+    take_ownership(study, results_dir, storage)
     if stage == "confirm":
         if study.confirm.source is None:
             _check_search_finished(study, storage)
@@ -332,11 +423,41 @@ def prepare(study: Study, results_dir: Path, stage: str = "search") -> optuna.st
                 ostudy.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
         for trial in current.values():
             seeds = {run["seed"] for run in trial.user_attrs.get("runs", [])}
-            if trial.user_attrs.get("status") in ("completed", "diverged", "collapsed") and seeds != set(study.seeds):
+            status = trial.user_attrs.get("status")
+            if status in ("completed", "diverged", "collapsed") and seeds != set(study.seeds):
                 ostudy.enqueue_trial(trial.params, user_attrs=_kept_attrs(trial), skip_if_exists=False)
+            elif status == "failed" and (retry_failed or failed_for_environment(trial)):
+                attrs = {k: v for k, v in _kept_attrs(trial).items() if k != "worker_deaths"}
+                ostudy.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
     # No worker runs while the driver prepares, so a RUNNING trial belongs to a process that died.
     requeue_running(study, storage, stage)
     return storage
+
+
+# How the errors of a machine that failed read in a failed trial's error: gan-bench versions before environment faults
+# stopped the run recorded them as the trial's failure; the next run queues such trials again.
+ENVIRONMENT_ERRORS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Input/output error",
+                      "Stale file handle", "inline_container.cc", "File too large")
+
+
+def failed_for_environment(trial: optuna.trial.FrozenTrial) -> bool:
+    error = trial.user_attrs.get("error", "")
+    return any(marker in error for marker in ENVIRONMENT_ERRORS)
+
+
+def failures(study: Study, storage: optuna.storages.BaseStorage, stage: str | None = None) -> list[str]:
+    """One line per sample whose trial failed: where, and the error it failed with."""
+    lines, existing = [], _existing(storage)
+    for part in study.plan(stage):
+        if optuna_name(study, part) not in existing:
+            continue
+        trials = optuna.load_study(study_name=optuna_name(study, part), storage=storage).get_trials(deepcopy=False)
+        for sample, trial in sorted(latest_trials(trials).items()):
+            if trial.user_attrs.get("status") == "failed":
+                stage_name = "" if part.stage == "search" else f" ({part.stage})"
+                error = " ".join(trial.user_attrs.get("error", "no error recorded").split())
+                lines.append(f"{part.dataset} {part.loss}{stage_name} sample {sample}: {error[-300:]}")
+    return lines
 
 
 def latest_trials(trials: list[optuna.trial.FrozenTrial],
@@ -557,6 +678,11 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
             # Stopped mid-trial (SIGTERM): library clean-up code can turn the SystemExit into another exception.
             # The trial is not broken: it stays running and goes back to the queue (requeue_running, release).
             raise
+        fault = environment_fault(error)
+        if fault is not None:
+            # The machine failed, not the trial: the worker stops, and the trial stays running for the driver (or the
+            # next run) to queue again; it resumes from its last checkpoint.
+            raise fault from error
         trial.set_user_attr("status", "failed")
         trial.set_user_attr("error", "".join(traceback.format_exception_only(error)).strip()[-2000:])
         trial.study.tell(trial, state=TrialState.FAIL)
@@ -586,13 +712,19 @@ def work(study: Study, results_dir: Path, stage: str = "search", worker: str | N
     """A worker: claims and runs trials of the stage until its budget is spent. Returns how many it ran.
 
     A named worker first takes back what a previous life of it left running (a requeued SLURM task)."""
-    storage = open_storage(study, results_dir)
-    if worker is not None:
-        release(study, storage, stage, worker)
     done = 0
-    while (claimed := claim(study, storage, results_dir, stage, worker)) is not None:
-        run_claimed(study, results_dir, *claimed)
-        done += 1
+    try:
+        storage = open_storage(study, results_dir)
+        if worker is not None:
+            release(study, storage, stage, worker)
+        while (claimed := claim(study, storage, results_dir, stage, worker)) is not None:
+            run_claimed(study, results_dir, *claimed)
+            done += 1
+    except Exception as error:
+        fault = environment_fault(error)
+        if fault is None or stopping.is_set():
+            raise
+        raise fault from error  # a write of the storage or the results folder failed: the worker stops
     return done
 
 
@@ -658,6 +790,34 @@ def counts(study: Study, storage: optuna.storages.BaseStorage, stage: str | None
         row["skipped"] = skipped
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# What each evaluation adds to results.csv (a row) and to the storage (the trial's attributes and intermediate value).
+ROW_BYTES = 4_000
+
+
+def space_needed(study: Study, storage: optuna.storages.BaseStorage, stages: list[str], workers: int) -> tuple[int, int]:
+    """(bytes, trials): about how much the results folder needs to finish the stages' unfinished trials — each trial's
+    folder as it ends (`trial.disk_bytes`: checkpoint, samples, JSON files) once per seed, a checkpoint's new copy per
+    worker while it is written, and the results table and journal rows — and how many trials that is."""
+    sizes: dict[tuple[str, str], tuple[int, int]] = {}  # (folder bytes, evaluations) per (dataset, loss)
+    needed, trials, largest = 0, 0, 0
+    for stage in stages:
+        for _, row in counts(study, storage, stage).iterrows():
+            left = int(row[list(UNFINISHED)].sum())
+            if not left:
+                continue
+            key = (row["dataset"], row["loss"])
+            if key not in sizes:  # the loss's default sample: sizes differ little between samples
+                params, overrides = default_sample(study, row["loss"])
+                config = TrialConfig.from_params(study.trial_fields(*key),
+                                                 {**study.fixed_params(row["loss"]), **overrides, **params}, 0)
+                sizes[key] = disk_bytes(config), len(config.resolved().eval_steps)
+            folder, evaluations = sizes[key]
+            needed += left * (len(study.seeds) if stage == "search" else 1) * (folder + ROW_BYTES * evaluations)
+            trials += left
+            largest = max(largest, folder)
+    return needed + workers * largest, trials
 
 
 def results_table(study: Study, storage: optuna.storages.BaseStorage) -> pd.DataFrame:
@@ -730,6 +890,34 @@ def _growth(field: str, old: Any, new: Any, before: dict[str, Any]) -> bool:
     return old is _ABSENT and parent in PER_LOSS and key not in before["losses"]
 
 
+def _changes(before: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The fields in which study `now` differs from `before` (both as model_dump(mode="json")) other than by growing:
+    (dotted field, old value, new value)."""
+    before, now = dict(before), dict(now)
+    for key in FREE_FIELDS:
+        before.pop(key, None), now.pop(key, None)
+    for key in ("steps", "eval_every", "evaluations"):  # one number for all, the other one per dataset: by dataset
+        if {type(before["budget"].get(key)), type(now["budget"].get(key))} == {int, dict}:
+            before["budget"], now["budget"] = dict(before["budget"]), dict(now["budget"])
+            for fields in (before, now):
+                if isinstance(fields["budget"][key], int):
+                    fields["budget"][key] = {dataset: fields["budget"][key] for dataset in fields["datasets"]}
+    return [(field, old, new) for field, old, new in _differences(before, now) if not _growth(field, old, new, before)]
+
+
+def _said(changed: list[tuple[str, Any, Any]]) -> str:
+    return "; ".join(f"{field}: {'absent' if old is _ABSENT else json.dumps(old)} there, "
+                     f"{'absent' if new is _ABSENT else json.dumps(new)} here" for field, old, new in changed)
+
+
+def _as_read_now(fields: dict[str, Any]) -> dict[str, Any]:
+    """A study saved by an earlier version, read as this version reads it: a field added since takes its default."""
+    try:
+        return Study.model_validate(fields).model_dump(mode="json")
+    except ValidationError:
+        return fields  # a study this version no longer accepts: compared as written, so every difference is named
+
+
 def check_results_dir(study: Study, results_dir: Path) -> None:
     """A results folder belongs to one study. The study may grow (more samples, seeds, datasets or losses: only the
     new trials run); any other change would alter what its finished trials mean, and is refused with every
@@ -739,24 +927,117 @@ def check_results_dir(study: Study, results_dir: Path) -> None:
     saved = results_dir / "study.yaml"
     if not saved.exists():
         return
-    before = yaml.safe_load(saved.read_text())
-    try:  # read as this version reads it: a field added since that folder was written takes its default there
-        before = Study.model_validate(before).model_dump(mode="json")
-    except ValidationError:
-        pass  # a study this version no longer accepts: compared as written, so every difference is named
-    now = study.model_dump(mode="json")
-    for key in FREE_FIELDS:
-        before.pop(key, None), now.pop(key, None)
-    for key in ("steps", "eval_every", "evaluations"):  # one number for all, the other one per dataset: by dataset
-        if {type(before["budget"].get(key)), type(now["budget"].get(key))} == {int, dict}:
-            for fields in (before, now):
-                if isinstance(fields["budget"][key], int):
-                    fields["budget"][key] = {dataset: fields["budget"][key] for dataset in fields["datasets"]}
-    changed = [(field, old, new) for field, old, new in _differences(before, now)
-               if not _growth(field, old, new, before)]
+    changed = _changes(_as_read_now(yaml.safe_load(saved.read_text())), study.model_dump(mode="json"))
     if changed:
-        said = "; ".join(f"{field}: {'absent' if old is _ABSENT else json.dumps(old)} there, "
-                         f"{'absent' if new is _ABSENT else json.dumps(new)} here" for field, old, new in changed)
-        raise BenchError(f"{results_dir} holds this study with other settings ({said}); a study with results may only "
-                         "grow (more samples, seeds, datasets or losses); run the changed study with another "
+        raise BenchError(f"{results_dir} holds this study with other settings ({_said(changed)}); a study with results "
+                         "may only grow (more samples, seeds, datasets or losses); run the changed study with another "
                          "--results folder")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Who owns a study name in a storage
+#
+# Every Optuna study of a gan-bench study is named `<name>/...`, and many studies may share one storage (a lab's
+# PostgreSQL server). So that two studies of one name never mix their trials, the storage records who owns the name: an
+# Optuna study named `<name>` (no trials) whose user attributes hold the owner's definition (the study as it was last
+# run), its results folder, host, and the id of that folder (the file `.study-id` in it, which moves with the folder).
+# Only that results folder may run or read the name's trials; another study, or the same study from another results
+# folder, is refused (a second results folder has its own driver and claim locks, and would take the first one's
+# running trials for dead ones).
+
+OWNER = "gan_bench_owner"
+FOLDER_ID = ".study-id"
+
+
+def folder_id(results_dir: Path, create: bool = False) -> str | None:
+    """The results folder's id (made with `create` if it has none)."""
+    path = results_dir / FOLDER_ID
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        if not create:
+            return None
+    atomic_write_text(path, uuid.uuid4().hex + "\n")
+    return path.read_text().strip()
+
+
+def storage_label(study: Study, results_dir: Path) -> str:
+    """The storage in words: the journal file, or the URL without its password."""
+    if (journal := journal_path(study, results_dir)) is not None:
+        return str(journal)
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(study.storage).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads (another storage kind): shown as it is
+        return study.storage
+
+
+def _owner(study: Study, storage: optuna.storages.BaseStorage) -> dict[str, Any] | None:
+    """The owner record of the study's name in the storage, None if there is none."""
+    for summary in storage.get_all_studies():
+        if summary.study_name == study.name:
+            return summary.user_attrs.get(OWNER) or {}
+    return None
+
+
+def ownership_problem(study: Study, results_dir: Path, storage: optuna.storages.BaseStorage) -> str | None:
+    """Why this results folder may not run or read the study's name in the storage, in one line; None if it may."""
+    where, name = storage_label(study, results_dir), study.name
+    record = _owner(study, storage)
+    fix = "give this study another `name`, or use another storage"
+    if not record:
+        earlier = [n for n in _existing(storage) if n.startswith(f"{name}/")]
+        if earlier and not (results_dir / "study.yaml").is_file():
+            return (f"{where}: the study name {name!r} holds the trials of a study run before gan-bench recorded who "
+                    f"owns a name, from another results folder than {results_dir}; {fix}, or run it from its own "
+                    "results folder")
+        return None
+    mine = folder_id(results_dir)
+    same_folder = (record.get("folder_id") == mine if mine else
+                   record.get("results") == str(results_dir.resolve()) and record.get("host") == socket.gethostname())
+    changed = _changes(_as_read_now(record.get("definition", {})), study.model_dump(mode="json"))
+    other = f"{record.get('results', 'an unknown results folder')} on {record.get('host', 'an unknown host')}"
+    if not same_folder and changed:
+        return (f"{where}: the study name {name!r} is taken by another study, run from {other} (it differs in "
+                f"{_said(changed)}); {fix}")
+    if not same_folder:
+        return (f"{where}: this study {name!r} already runs from {other}; a study runs from one results folder (its "
+                "driver and claim locks are there): run it from that folder, with more --workers if need be, or "
+                "give this one another `name` or storage")
+    if changed:
+        return (f"{where}: the study {name!r} of this results folder was run with other settings ({_said(changed)}); "
+                "a study with results may only grow (more samples, seeds, datasets or losses); give the changed "
+                f"study another `name`, or use another storage")
+    return None
+
+
+def check_ownership(study: Study, results_dir: Path, storage: optuna.storages.BaseStorage | None = None) -> None:
+    """Raises the one-line BenchError of `ownership_problem`, if any. Without `storage`, opens the study's, unless it
+    is the results folder's journal and that does not exist yet (nothing to check)."""
+    if storage is None:
+        journal = journal_path(study, results_dir)
+        if journal is not None and not journal.is_file():
+            return  # no journal, no trials: nothing to check
+        storage = open_storage(study, results_dir)
+    problem = ownership_problem(study, results_dir, storage)
+    if problem:
+        raise BenchError(problem)
+
+
+def take_ownership(study: Study, results_dir: Path, storage: optuna.storages.BaseStorage) -> None:
+    """Records this results folder as the owner of the study's name in the storage (or checks that it is), with the
+    study's definition as it runs now (a grown study replaces the smaller one). Called by the driver before it
+    enqueues anything; two drivers racing for a free name: the storage lets one create the record."""
+    check_ownership(study, results_dir, storage)
+    record = {"definition": study.model_dump(mode="json"), "results": str(results_dir.resolve()),
+              "host": socket.gethostname(), "folder_id": folder_id(results_dir, create=True)}
+    try:
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], study.name)
+    except optuna.exceptions.DuplicatedStudyError:
+        study_id = storage.get_study_id_from_name(study.name)
+        deadline = time.monotonic() + 10
+        while not _owner(study, storage) and time.monotonic() < deadline:  # its creator is writing the record now
+            time.sleep(0.2)
+        check_ownership(study, results_dir, storage)
+    storage.set_study_user_attr(study_id, OWNER, record)

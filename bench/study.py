@@ -239,6 +239,10 @@ STAGES = ("search", "confirm")
 Stage = Literal["search", "confirm"]
 
 
+# A study's `storage` naming an Optuna journal file rather than a database: journal:///absolute/path.
+JOURNAL_URL = "journal://"
+
+
 @dataclass(frozen=True)
 class Part:
     """One Optuna study of a study: a stage of one (dataset, loss), and how many trials it holds."""
@@ -368,7 +372,8 @@ class Study(BaseModel):
                          "thread count changes the order of float sums; independent of the worker count")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     executor: Executor = Field(default_factory=LocalExecutor)
-    storage: str | None = Field(None, description="an Optuna storage URL; default: a journal file in the results folder")
+    storage: str | None = Field(None, description="an Optuna storage URL (a database), or journal:///PATH (a journal "
+                                "file); default: the journal file optuna.journal in the results folder")
     pruner: Pruner = Field(default_factory=Pruner, description="early stopping of search trials; default none")
 
     @field_validator("datasets")
@@ -435,6 +440,11 @@ class Study(BaseModel):
         folder and its study.yaml are written; creating the SQLAlchemy engine, as Optuna does, parses the URL and
         imports its driver without connecting."""
         if url is None:
+            return url
+        if url.startswith("journal:"):  # an Optuna journal file, which several results folders may share
+            if not url.startswith(JOURNAL_URL + "/") or url.endswith("/"):
+                raise ValueError(f"a journal storage names an absolute file path, e.g. {JOURNAL_URL}/shared/lab.journal;"
+                                 f" got {url!r}")
             return url
         from sqlalchemy import create_engine, make_url  # a dependency of optuna
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError

@@ -103,6 +103,25 @@ def save_grid(sources: Tensor, outputs: Tensor, targets: Tensor, path: Path) -> 
     tmp.replace(path)
 
 
+def networks(config: TrialConfig, target_c: int, side: int) -> nn.ModuleDict:
+    """The trial's networks, by PyTorch's layer defaults (the trial initialises them as `init` says): the U-Net G; the
+    PatchGAN D of an adversarial loss; CycleGAN's inverse F (and its D_A) when a term needs the inverse; the PatchNCE
+    head when a term needs it."""
+    task, needs = config.task, set().union(*(terms.get(name).needs for name in config.terms))
+    adversarial = losses.get(config.loss).discriminator == "critic"
+    source_c = task.source_channels(target_c)
+    models = nn.ModuleDict({"G": nets.UNet(source_c, target_c, side)})
+    if adversarial:  # pix2pix's D sees the source beside the image; an unpaired task's sees the image alone
+        models["D"] = nets.PatchGAN((0 if task.unpaired else source_c) + target_c, side, config.d_batchnorm)
+    if "inverse" in needs:
+        models["F"] = nets.UNet(target_c, source_c, side)
+        if adversarial:
+            models["D_A"] = nets.PatchGAN(source_c, side, config.d_batchnorm)
+    if "nce_head" in needs:
+        models["head"] = nets.PatchNCEHead(models["G"].encoder_channels)
+    return models
+
+
 def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
                           on_evaluation: Callable[[int, dict[str, Any]], None] | None = None) -> TrialResult:
     """Trains and scores one image-to-image configuration; resumes from `out_dir/checkpoint.pt` as run_trial does,
@@ -131,19 +150,9 @@ def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = F
     # The perceptual metric reads the fixed network whatever the terms are, so every trial loads it.
     feature_net = feature_nets.load(config.perceptual_net, dataset, device)
 
-    target_c, side = dataset.image_shape[0], dataset.image_shape[1]
-    source_c = task.source_channels(target_c)
     torch.manual_seed(config.seed)  # model initialisation
     initialise = {"model": nets.init_weights, "compare_gan": init_compare_gan, "pytorch": init_pytorch}[config.init]
-    models = nn.ModuleDict({"G": nets.UNet(source_c, target_c, side)})
-    if adversarial:  # pix2pix's D sees the source beside the image; an unpaired task's sees the image alone
-        models["D"] = nets.PatchGAN((0 if task.unpaired else source_c) + target_c, side, config.d_batchnorm)
-    if cyclegan:
-        models["F"] = nets.UNet(target_c, source_c, side)
-        if adversarial:
-            models["D_A"] = nets.PatchGAN(source_c, side, config.d_batchnorm)
-    if "nce_head" in needs:
-        models["head"] = nets.PatchNCEHead(models["G"].encoder_channels)
+    models = networks(config, dataset.image_shape[0], dataset.image_shape[1])
     for net in models.values():
         initialise(net)
     models = models.to(device)

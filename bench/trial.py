@@ -308,6 +308,28 @@ def step_updates(count: StepCount, step: int, n_disc: int) -> tuple[int, bool]:
     return 1, t == 0 or (t - 1) % n_disc == 0
 
 
+def disk_bytes(config: TrialConfig) -> int:
+    """About how many bytes a trial's folder holds when it ends: checkpoint.pt (its networks' weights and buffers, and
+    the optimisers' state: Adam two tensors per weight, RMSProp one), samples.png (an 8×8 grid, at worst uncompressed)
+    and its JSON files and evaluation rows. While a checkpoint is rewritten, its new copy takes as much again."""
+    config = config.resolved()
+    channels, side = data.channels(config.dataset), config.image_size
+    with torch.random.fork_rng():  # building draws initial weights: the caller's random stream is left as it was
+        if config.task is not None:
+            from bench import translation
+
+            networks = list(translation.networks(config, channels, side).values())
+        else:
+            spec = losses.get(config.loss)
+            networks = list(models.build(config.model, (channels, side, side), config.z_dim, spec.discriminator,
+                                         bool(config.d_batchnorm), init="pytorch"))
+    weights = sum(p.numel() * p.element_size() for net in networks for p in net.parameters())
+    buffers = sum(b.numel() * b.element_size() for net in networks for b in net.buffers())
+    optimiser_state = 2 if config.optimizer == "adam" else 1
+    grid = 64 * max(channels, 3) * (side + 2) ** 2
+    return weights * (1 + optimiser_state) + buffers + grid + 2_000 * len(config.eval_steps) + 50_000
+
+
 def make_optimizer(params: Iterable[torch.nn.Parameter], config: TrialConfig) -> torch.optim.Optimizer:
     """Adam (every model of the paper), or RMSProp as TensorFlow 1 had it for the paper's WGAN experiment
     (gans/WGAN.py lines 45-53: tf.train.RMSPropOptimizer(lr), whose decay is 0.9, epsilon 1e-10 and mean square
