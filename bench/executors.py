@@ -35,7 +35,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from bench import BenchError, EnvironmentFault, runner, workers
-from bench.io import atomic_write_json, environment_fault
+from bench.io import atomic_write_json, environment_fault, open_lock_file
 from bench.study import LocalExecutor, SlurmExecutor, Study
 
 POLL_SECONDS = 3.0  # reading every Optuna study of a large study from the journal costs CPU the workers need
@@ -258,7 +258,7 @@ DRIVER_LOCK, DRIVER = ".driver.lock", ".driver.json"
 def driving(results_dir: Path) -> Iterator[None]:
     """Holds the results folder for this command while it drives the study; one line (BenchError) if another
     `gan-bench run` holds it."""
-    with open(results_dir / DRIVER_LOCK, "a") as handle:
+    with open_lock_file(results_dir / DRIVER_LOCK) as handle:
         deadline = time.monotonic() + 2.0  # a `status` probing the lock holds it for microseconds
         while True:
             try:

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -77,8 +77,11 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        cause = next((c for c in _causes(error) if isinstance(c, OSError) and c.errno is not None), None)
+        if cause is not None and not cause.filename:  # a write's error names no file: name the one being written
+            raise OSError(cause.errno, cause.strerror, str(path)) from error
         raise
 
 
@@ -155,15 +158,15 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 DATABASE_FAULT = "the study's database connection failed"
 
 
-def environment_fault(error: BaseException) -> EnvironmentFault | None:
-    """The EnvironmentFault that `error` is, in one line (where, what, the space left there), or None if it is the
-    trial's own failure. A lost database connection (SQLAlchemy's OperationalError: a server restarted or gone) is one
-    too; so is an EnvironmentFault itself."""
+def environment_fault(error: BaseException, where: Path | str | None = None) -> EnvironmentFault | None:
+    """The EnvironmentFault that `error` is, in one line (the file, or `where` if the error names none; what failed;
+    the space left there), or None if it is the trial's own failure. A lost database connection (SQLAlchemy's
+    OperationalError: a server restarted or gone) is one too; so is an EnvironmentFault itself."""
     for cause in _causes(error):
         if isinstance(cause, EnvironmentFault):
             return cause
         if isinstance(cause, OSError) and cause.errno in ENVIRONMENT_ERRNOS:
-            where = cause.filename or "a file"
+            where = cause.filename or where or "a file"
             name = errno.errorcode.get(cause.errno, str(cause.errno))
             return EnvironmentFault(f"{where}: {cause.strerror} ({name}); {free_space(where)} there")
         if type(cause).__module__.startswith("sqlalchemy") and type(cause).__name__ in ("OperationalError",
@@ -178,9 +181,15 @@ def file_lock(path: Path) -> Iterator[None]:
     """An exclusive flock on `path` (created if needed) while the block runs; the kernel releases it if the process
     dies. Builders of a cache hold it, so that two processes build (or rebuild) one cache once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    with open_lock_file(path) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def open_lock_file(path: Path) -> IO[bytes]:
+    """A lock file, created if needed, opened read-only: an flock needs no write access, and a file held open for
+    writing would keep its file system from being remounted read-only."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_CREAT, 0o666), "rb")
 
 
 def move_aside(path: Path, reason: str) -> Path:

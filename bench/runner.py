@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from bench import BenchError, losses, workers
-from bench.io import DATABASE_FAULT, atomic_write_bytes, atomic_write_text, environment_fault
+from bench.io import DATABASE_FAULT, atomic_write_bytes, atomic_write_text, environment_fault, open_lock_file
 from bench.metrics import HIGHER_IS_BETTER, best_of, protocol_id
 from bench.study import JOURNAL_URL, STAGES, Distribution, Part, Study
 from bench.trial import FALLBACK_DEFAULTS, TrialConfig, disk_bytes, folder_name, run_trial
@@ -57,10 +57,10 @@ class JournalFlock:
 
     def __init__(self, path: Path):
         self._path = path
-        self._handle: IO[str] | None = None
+        self._handle: IO[bytes] | None = None
 
     def acquire(self) -> bool:
-        handle = open(self._path, "a")
+        handle = open_lock_file(self._path)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
         except BaseException:
@@ -92,10 +92,10 @@ class JournalBackend(optuna.storages.journal.JournalFileBackend):
                     while view:
                         view = view[os.write(descriptor, view):]
                     os.fsync(descriptor)
-                except OSError:
+                except OSError as error:
                     with contextlib.suppress(OSError):
                         os.ftruncate(descriptor, start)
-                    raise
+                    raise OSError(error.errno, error.strerror, self._file_path) from error
             finally:
                 os.close(descriptor)
         finally:
@@ -580,7 +580,7 @@ def release(study: Study, storage: optuna.storages.BaseStorage, stage: str, work
 
 @contextlib.contextmanager
 def _claim_lock(results_dir: Path) -> Iterator[None]:
-    with open(results_dir / ".claim.lock", "w") as handle:
+    with open_lock_file(results_dir / ".claim.lock") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -678,7 +678,7 @@ def run_claimed(study: Study, results_dir: Path, part: Part, trial: optuna.Trial
             # Stopped mid-trial (SIGTERM): library clean-up code can turn the SystemExit into another exception.
             # The trial is not broken: it stays running and goes back to the queue (requeue_running, release).
             raise
-        fault = environment_fault(error)
+        fault = environment_fault(error, where=results_dir)
         if fault is not None:
             # The machine failed, not the trial: the worker stops, and the trial stays running for the driver (or the
             # next run) to queue again; it resumes from its last checkpoint.
@@ -721,7 +721,7 @@ def work(study: Study, results_dir: Path, stage: str = "search", worker: str | N
             run_claimed(study, results_dir, *claimed)
             done += 1
     except Exception as error:
-        fault = environment_fault(error)
+        fault = environment_fault(error, where=results_dir)
         if fault is None or stopping.is_set():
             raise
         raise fault from error  # a write of the storage or the results folder failed: the worker stops
