@@ -411,9 +411,13 @@ def prepare(study: Study, results_dir: Path, stage: str = "search",
         if "skipped" in ostudy.user_attrs:
             continue
         trials = ostudy.get_trials(deepcopy=False)
+        current = latest_trials(trials)
+        for trial in current.values():
+            if trial.user_attrs.get("status") == "failed" and (retry_failed or failed_for_environment(trial)):
+                attrs = {k: v for k, v in _kept_attrs(trial).items() if k != "worker_deaths"}
+                ostudy.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
         if part.stage == "confirm" and trials:
             continue  # its configuration is chosen once: a search trial finishing later must not change it
-        current = latest_trials(trials)
         planned = _planned_trials(study, storage, part)
         if part.stage == "confirm" and not planned:  # no search trial of the pair has a finite score: nothing to confirm
             ostudy.set_user_attr("skipped", f"no search trial with a finite {study.objective.upper()}")
@@ -423,12 +427,8 @@ def prepare(study: Study, results_dir: Path, stage: str = "search",
                 ostudy.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
         for trial in current.values():
             seeds = {run["seed"] for run in trial.user_attrs.get("runs", [])}
-            status = trial.user_attrs.get("status")
-            if status in ("completed", "diverged", "collapsed") and seeds != set(study.seeds):
+            if trial.user_attrs.get("status") in ("completed", "diverged", "collapsed") and seeds != set(study.seeds):
                 ostudy.enqueue_trial(trial.params, user_attrs=_kept_attrs(trial), skip_if_exists=False)
-            elif status == "failed" and (retry_failed or failed_for_environment(trial)):
-                attrs = {k: v for k, v in _kept_attrs(trial).items() if k != "worker_deaths"}
-                ostudy.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
     # No worker runs while the driver prepares, so a RUNNING trial belongs to a process that died.
     requeue_running(study, storage, stage)
     return storage
