@@ -272,3 +272,35 @@ def test_environment_faults_are_told_from_a_trial_failing(disk):
 
     lost = OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
     assert "database connection failed" in str(environment_fault(lost))
+
+
+def test_trials_an_older_version_failed_for_a_full_disk_are_run_again(tmp_path):
+    """Before environment faults stopped the run, a full disk failed the trial (the issue's `27 of 45 rows lost for
+    good`): the next run queues such trials again, and only those."""
+    import optuna
+
+    from bench import runner
+    from bench.study import load_study
+
+    study = {**STUDY, "losses": ["ns_gan"], "budget": {"samples": 2, "steps": 20}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    results = tmp_path / "out"
+    assert gan_bench("run", str(path), "--results", str(results), "--no-progress").returncode == 0
+    before = pd.read_csv(results / "results.csv")
+    loaded = load_study(path)
+    storage = runner.open_storage(loaded, results)
+    ostudy = optuna.load_study(study_name="env/digits/ns_gan", storage=storage)
+    for sample, error in ((0, "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),
+                          (1, "ValueError: the trial's own bug")):
+        ostudy.enqueue_trial(ostudy.trials[sample].params, user_attrs={"sample": sample})
+        trial = ostudy.ask()
+        trial.set_user_attr("status", "failed")
+        trial.set_user_attr("error", error)
+        ostudy.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert gan_bench("run", str(path), "--results", str(results), "--no-progress").returncode == 0
+    table = runner.counts(loaded, storage)
+    assert (int(table["completed"].sum()), int(table["failed"].sum())) == (1, 1)
+    after = pd.read_csv(results / "results.csv")
+    columns = [c for c in before.columns if c not in TIMINGS]
+    pd.testing.assert_frame_equal(after[columns], before[before["trial"] == 0][columns].reset_index(drop=True))
