@@ -613,9 +613,11 @@ RESUME = {
 ENVIRONMENT_EXIT = 75
 RESUME_LATER = "nothing half-written is left; run the same command again once the cause is fixed"
 STOPPED = {
-    "run": "finished trials are saved and the running ones go back to the queue (none is marked failed); free space "
-           "or fix the cause, then run the same command again to resume",
-    "trial": "its last checkpoint is kept; free space or fix the cause, then run the same command again to resume",
+    "run": "finished trials are saved, and the trials that were running are queued again (now, or by the next run if "
+           "the storage refused it) with none marked failed; fix the cause (free space, bring the folder or database "
+           "back), then run the same command again to resume",
+    "trial": "its last checkpoint is kept; fix the cause (free space, bring the folder back), then run the same command "
+             "again to resume",
 }
 
 

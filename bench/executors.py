@@ -22,6 +22,7 @@ import fcntl
 import json
 import socket
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import subprocess
@@ -58,7 +59,7 @@ ENVIRONMENT_EXIT = 75
 
 
 def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str],
-            faults: multiprocessing.SimpleQueue) -> None:
+            faults: multiprocessing.connection.Connection) -> None:
     _die_with_parent()
     # Ctrl-C reaches the whole process group: the driver alone decides how workers stop, so a Ctrl-C gives one line
     # from the driver rather than a traceback from every worker. Its SIGTERM ends a worker between two Python
@@ -72,7 +73,7 @@ def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str],
     try:
         runner.work(Study.model_validate_json(study_json), Path(results_dir), stage, worker=workers.local_name())
     except EnvironmentFault as fault:  # the driver stops the run and says why in one line
-        faults.put(str(fault))
+        faults.send(str(fault))
         sys.exit(ENVIRONMENT_EXIT)
     except Exception:
         if runner.stopping.is_set():  # stopped: the driver says so in one line; no traceback from every worker
@@ -196,7 +197,8 @@ def run_local(study: Study, results_dir: Path, stage: str = "search", workers_co
                       "slow each other down (results stay the same); use fewer workers or threads")
     context = multiprocessing.get_context("spawn")
     storage = runner.open_storage(study, results_dir)
-    faults = context.SimpleQueue()
+    # Workers that stop on an environment fault send its line here (a pipe: no lock a killed worker could leave held).
+    fault_lines, faults = context.Pipe(duplex=False)
 
     def start(env: dict[str, str]) -> multiprocessing.Process:
         process = context.Process(target=_worker, args=(study.model_dump_json(), str(results_dir), stage, env, faults))
@@ -213,7 +215,8 @@ def run_local(study: Study, results_dir: Path, stage: str = "search", workers_co
             if process.is_alive() or process.exitcode == 0 or process.pid in handled:
                 continue
             if process.exitcode == ENVIRONMENT_EXIT:
-                raise EnvironmentFault(faults.get() if not faults.empty() else "a worker stopped on an I/O error")
+                raise EnvironmentFault(fault_lines.recv() if fault_lines.poll(1.0) else "a worker stopped on an I/O "
+                                       "error")
             handled.add(process.pid)
             how = (f"signal {signal.Signals(-process.exitcode).name}" if process.exitcode < 0
                    else f"exit code {process.exitcode}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -177,9 +178,13 @@ def environment_fault(error: BaseException, where: Path | str | None = None) -> 
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path` (created if needed) while the block runs; the kernel releases it if the process
-    dies. Builders of a cache hold it, so that two processes build (or rebuild) one cache once."""
+def cache_lock(cache: Path) -> Iterator[None]:
+    """An exclusive flock for building (or checking and rebuilding) the cache at `cache`, while the block runs; the
+    kernel releases it if the process dies, so two processes build one cache once. The lock files live apart, in
+    `<cache root>/locks/`, so that a cache folder holds only its caches (and a lock is not moved aside with them)."""
+    cache = Path(cache).resolve()
+    digest = hashlib.sha1(str(cache).encode()).hexdigest()[:12]
+    path = cache_dir() / "locks" / f"{cache.name}-{digest}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open_lock_file(path) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -30,7 +30,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from bench import BenchError
 from bench.data import Dataset
-from bench.io import (adopt_default_mode, atomic_torch_save, atomic_write_json, cache_dir, environment_fault, file_lock,
+from bench.io import (adopt_default_mode, atomic_torch_save, atomic_write_json, cache_dir, environment_fault, cache_lock,
                       move_aside)
 
 DOMAIN_EXTRACTOR = "gan-bench-domain"
@@ -231,7 +231,7 @@ def domain_extractor_path(dataset: Dataset) -> Path:
     stem = f"domain-{dataset.name}-{c}x{h}x{w}-{_dataset_fingerprint(dataset)}"
     path = cache_dir() / "extractors" / f"{stem}.pt"
     record_path = path.with_suffix(".json")
-    with file_lock(path.with_suffix(".lock")):
+    with cache_lock(path):
         record, damaged = None, False
         try:
             record = _extractor_record(path)
@@ -476,7 +476,7 @@ class Scorer:
         """
         root = cache_dir() / "fidelity"
         record_path = root / f"{self.real_cache_name}.json"
-        with file_lock(root / f"{self.real_cache_name}.lock"):
+        with cache_lock(root / self.real_cache_name):
             files = sorted(root.glob(glob.escape(self.real_cache_name) + "-*.pt"))
             for path in files:
                 try:

@@ -119,23 +119,28 @@ class ReconnectingRDBStorage(optuna.storages.RDBStorage):
     cleanly). A transaction cut by the restart is rolled back by the server, so its call is made again whole."""
 
     def __init__(self, url: str) -> None:
+        self.down_since: float | None = None  # when the database stopped answering, while it does not
         super().__init__(url, engine_kwargs={"pool_pre_ping": True})
 
 
 def _reconnecting(method: Any) -> Any:
     @functools.wraps(method)
-    def call(self: optuna.storages.RDBStorage, *args: Any, **kwargs: Any) -> Any:
-        deadline = None
+    def call(self: ReconnectingRDBStorage, *args: Any, **kwargs: Any) -> Any:
         while True:
             try:
-                return method(self, *args, **kwargs)
+                result = method(self, *args, **kwargs)
             except Exception as error:
                 if not lost_connection(error):
                     raise
-                deadline = deadline or time.monotonic() + RECONNECT_SECONDS
-                if time.monotonic() > deadline:
+                # One outage, one window: a call made after an earlier one gave up (the clean-up of a run that stops
+                # on it) fails at once rather than waiting the window again.
+                self.down_since = self.down_since or time.monotonic()
+                if time.monotonic() - self.down_since > RECONNECT_SECONDS:
                     raise
                 time.sleep(1.0)
+            else:
+                self.down_since = None
+                return result
 
     return call
 

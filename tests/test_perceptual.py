@@ -150,8 +150,12 @@ def test_a_file_that_is_not_the_vgg_weights_is_one_line(empty_cache):
     (empty_cache / "weights").mkdir(parents=True)
     (empty_cache / "weights" / VGG16_FILE).write_bytes(b"<html>not found</html>")
     with pytest.raises(BenchError, match=r"^perceptual_net: .*vgg16-397923af.pth is not torchvision's vgg16 weights "
-                                         r"\(.*\); delete it and fetch it again with `gan-bench prefetch --vgg vgg16`$"):
+                                         r"\(.*\); moved aside to vgg16-397923af.pth.damaged; fetch it again with "
+                                         r"`gan-bench prefetch --vgg vgg16`$"):
         feature_nets.vgg_feature_net("vgg16:relu3_3", CPU)
+    # Moved aside, so that `gan-bench prefetch --vgg vgg16` downloads it again rather than keep it.
+    assert not (empty_cache / "weights" / VGG16_FILE).exists()
+    assert (empty_cache / "weights" / f"{VGG16_FILE}.damaged").read_bytes() == b"<html>not found</html>"
 
 
 def test_a_trial_with_the_perceptual_term_on_vgg16_runs(with_vgg16, tmp_path, capsys):

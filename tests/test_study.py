@@ -284,7 +284,8 @@ def test_the_storage_opens_in_optuna_dashboard(tmp_path):
     study = load_study(write(tmp_path, GOOD))
     prepare(study, tmp_path)
     storage = guess_storage_from_url(str(tmp_path / "optuna.journal"))
-    assert {s.study_name for s in storage.get_all_studies()} == {"tiny/digits/ns_gan", "tiny/digits/wgan_gp"}
+    # One Optuna study per (dataset, loss), and the record of who owns the name (runner.take_ownership).
+    assert {s.study_name for s in storage.get_all_studies()} == {"tiny", "tiny/digits/ns_gan", "tiny/digits/wgan_gp"}
     trials = storage.get_all_trials(storage.get_study_id_from_name("tiny/digits/wgan_gp"))
     assert [t.user_attrs["sample"] for t in trials] == [0, 1, 2]
 

@@ -12,7 +12,7 @@ import torch
 
 from bench import BenchError
 from bench.data import Dataset
-from bench.io import atomic_numpy_save, atomic_write_json, environment_fault, file_lock, move_aside
+from bench.io import atomic_numpy_save, atomic_write_json, cache_lock, environment_fault, move_aside
 
 # Bump when decoding or resizing changes, so stale caches of the datasets decoded from files are rebuilt.
 REAL_CACHE_VERSION = 1
@@ -57,7 +57,7 @@ def cached_arrays(directory: Path, meta: dict[str, Any],
     """The arrays cached in `directory` for `meta`, built by `build()` and cached first if there are none (or they
     were damaged). One process builds a cache at a time (a lock beside it): two workers that find the same cache
     missing or damaged build it once."""
-    with file_lock(directory.with_name(directory.name + ".lock")):
+    with cache_lock(directory):
         arrays = _read_cache(directory, meta)
         if arrays is None:
             arrays = build()
@@ -67,7 +67,7 @@ def cached_arrays(directory: Path, meta: dict[str, Any],
 
 def cache_readable(directory: Path, meta: dict[str, Any]) -> bool:
     """Whether the cache is there and whole (a damaged one is moved aside, as `_read_cache` does)."""
-    with file_lock(directory.with_name(directory.name + ".lock")):
+    with cache_lock(directory):
         return _read_cache(directory, meta) is not None
 
 
