@@ -12,3 +12,5 @@ class EnvironmentFault(Exception):
     read-only or removed, a database connection lost. A run stops on it as on Ctrl-C (running trials go back to the
     queue, none is marked failed); the CLI prints its one-line message and exits with code 75 (EX_TEMPFAIL: run the
     same command again once the cause is gone)."""
+
+    exit_code = 75

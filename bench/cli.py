@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from bench import BenchError
+from bench import BenchError, EnvironmentFault
 
 
 def _trial_config(args: argparse.Namespace):
@@ -608,9 +608,8 @@ RESUME = {
 }
 
 
-# An environment fault (bench.EnvironmentFault: a full disk, an I/O error, a lost database) exits with EX_TEMPFAIL: the
-# same command may succeed once its cause is gone.
-ENVIRONMENT_EXIT = 75
+# After an environment fault (bench.EnvironmentFault: a full disk, an I/O error, a lost database) the same command may
+# succeed once its cause is gone.
 RESUME_LATER = "nothing half-written is left; run the same command again once the cause is fixed"
 STOPPED = {
     "run": "finished trials are saved, and the trials that were running are queued again (now, or by the next run if "
@@ -645,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"gan-bench: error: stopped, the machine failed: {fault}; {STOPPED.get(args.command, RESUME_LATER)}",
               file=sys.stderr)
-        return ENVIRONMENT_EXIT
+        return EnvironmentFault.exit_code
     except (KeyboardInterrupt, Terminated) as stop:
         name, code = ("SIGINT", 130) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", 143)
         print(f"\ngan-bench: interrupted ({name}); {RESUME.get(args.command, 'nothing half-written is left')}",

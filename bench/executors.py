@@ -53,11 +53,6 @@ def _stop_worker(signum: int, frame: object) -> None:
     sys.exit(128 + signum)
 
 
-# A worker that stopped on an environment fault (bench.EnvironmentFault) exits with this code (EX_TEMPFAIL), after
-# putting the fault's line in the driver's queue.
-ENVIRONMENT_EXIT = 75
-
-
 def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str],
             faults: multiprocessing.connection.Connection) -> None:
     _die_with_parent()
@@ -72,9 +67,9 @@ def _worker(study_json: str, results_dir: str, stage: str, env: dict[str, str],
     # driver and `status` tell its trials from those of a worker that died.
     try:
         runner.work(Study.model_validate_json(study_json), Path(results_dir), stage, worker=workers.local_name())
-    except EnvironmentFault as fault:  # the driver stops the run and says why in one line
+    except EnvironmentFault as fault:  # the driver stops the run and says why in one line: sent through the pipe
         faults.send(str(fault))
-        sys.exit(ENVIRONMENT_EXIT)
+        sys.exit(EnvironmentFault.exit_code)
     except Exception:
         if runner.stopping.is_set():  # stopped: the driver says so in one line; no traceback from every worker
             sys.exit(128 + signal.SIGTERM)
@@ -214,7 +209,7 @@ def run_local(study: Study, results_dir: Path, stage: str = "search", workers_co
         for i, (process, env) in enumerate(processes):
             if process.is_alive() or process.exitcode == 0 or process.pid in handled:
                 continue
-            if process.exitcode == ENVIRONMENT_EXIT:
+            if process.exitcode == EnvironmentFault.exit_code:
                 raise EnvironmentFault(fault_lines.recv() if fault_lines.poll(1.0) else "a worker stopped on an I/O "
                                        "error")
             handled.add(process.pid)

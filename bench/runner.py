@@ -32,7 +32,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from bench import BenchError, losses, workers
+from bench import BenchError, workers
 from bench.io import DATABASE_FAULT, atomic_write_bytes, atomic_write_text, environment_fault, open_lock_file
 from bench.metrics import HIGHER_IS_BETTER, best_of, protocol_id
 from bench.study import JOURNAL_URL, STAGES, Distribution, Part, Study
