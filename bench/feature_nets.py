@@ -19,8 +19,8 @@ from torch import nn
 
 from bench import BenchError, terms
 from bench.data import Dataset
-from bench.io import cache_dir, environment_fault, move_aside
-from bench.metrics import domain_feature_net
+from bench.io import cache_dir, damage_reason, environment_fault, move_aside
+from bench.metrics import domain_feature_net, read_back
 
 DEFAULT = "domain"
 # Convolutions per block of torchvision's configurations "D" and "E"; each block ends with a max pool.
@@ -113,15 +113,15 @@ def vgg_feature_net(spec: str, device: torch.device) -> VGGFeatures:
     net, _, layer = spec.partition(":")
     path = vgg_weights_path(net)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_back(path)
         with torch.device("meta"):  # no random initialisation of 138M parameters that the file replaces
             model = getattr(torchvision.models, net)(weights=None)
         model.load_state_dict(state, assign=True)
     except Exception as error:  # unpickling, zip and missing-key errors alike: the file is not what it should be
         if (fault := environment_fault(error)) is not None and not isinstance(error, FileNotFoundError):
             raise fault from None
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        move_aside(path, reason)  # downloaded weights cannot be rebuilt offline: prefetch downloads them again
+        reason = damage_reason(error)
+        move_aside(path, reason, rebuilt=False)  # downloaded weights cannot be rebuilt offline: prefetch fetches them
         raise BenchError(f"perceptual_net: {path} is not torchvision's {net} weights ({reason}); moved aside to "
                          f"{path.name}.damaged; fetch it again with `gan-bench prefetch --vgg {net}`") from None
     features = model.features[: _modules(net).index(layer) + 1]  # the classifier (most of the file) is dropped

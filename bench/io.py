@@ -12,6 +12,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -197,13 +198,28 @@ def open_lock_file(path: Path) -> IO[bytes]:
     return os.fdopen(os.open(path, os.O_RDONLY | os.O_CREAT, 0o666), "rb")
 
 
-def move_aside(path: Path, reason: str) -> Path:
-    """Renames a damaged file (or folder) to `<name>.damaged` (replacing an older one), so that it is rebuilt and can
-    still be looked at, and says so in one line on stderr."""
+def move_aside(path: Path, reason: str, rebuilt: bool = True) -> Path:
+    """Renames a damaged file (or folder) to `<name>.damaged` (replacing an older one), so that it can still be looked
+    at; one that is `rebuilt` here is said so in one line on stderr (one that cannot be, the caller refuses in its own
+    line)."""
     damaged = path.with_name(path.name + ".damaged")
     if damaged.is_dir() and not damaged.is_symlink():
         shutil.rmtree(damaged)
     os.replace(path, damaged)
-    print(f"gan-bench: {path}: damaged ({reason}); moved to {damaged.name}, rebuilding it", file=sys.stderr,
-          flush=True)
+    if rebuilt:
+        print(f"gan-bench: {path}: damaged ({reason}); moved to {damaged.name}, rebuilding it", file=sys.stderr,
+              flush=True)
     return damaged
+
+
+def damage_reason(error: BaseException) -> str:
+    """Why a file did not read back, in a few words (the error's type, and its message cut at a word)."""
+    message = " ".join(str(error).split())
+    return textwrap.shorten(f"{type(error).__name__}: {message}" if message else type(error).__name__, 200,
+                            placeholder=" …")
+
+
+def cache_note(cache: Path) -> Path:
+    """A small file kept apart from a cache (in `<cache root>/notes/`, by the cache's name, which says what it holds)
+    with how it was built: what the cache's own record says too, for when that record is damaged."""
+    return cache_dir() / "notes" / f"{Path(cache).name}.json"

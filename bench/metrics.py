@@ -17,6 +17,7 @@ import glob
 import hashlib
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
@@ -30,8 +31,8 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from bench import BenchError
 from bench.data import Dataset
-from bench.io import (adopt_default_mode, atomic_torch_save, atomic_write_json, cache_dir, environment_fault, cache_lock,
-                      move_aside)
+from bench.io import (adopt_default_mode, atomic_torch_save, atomic_write_json, cache_dir, cache_lock, cache_note,
+                      damage_reason, environment_fault, move_aside)
 
 DOMAIN_EXTRACTOR = "gan-bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -85,7 +86,7 @@ def check_inception_weights(config: MetricsConfig) -> None:
     path = inception_weights_path(config)
 
     def check(file: Path) -> None:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = read_back(file)
         if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError("not a state_dict of tensors")
 
@@ -94,7 +95,7 @@ def check_inception_weights(config: MetricsConfig) -> None:
     except Exception as error:
         reason = _damage(error)
         if config.inception_weights is None:
-            move_aside(path, reason)
+            move_aside(path, reason, rebuilt=False)
             raise BenchError(f"Inception weights {path}: damaged ({reason}); moved aside to {path.name}.damaged; fetch "
                              "them again with `gan-bench prefetch --inception` on a machine with internet") from None
         raise BenchError(f"metrics.inception_weights: {path} is damaged ({reason}); download {INCEPTION_FILE} there "
@@ -199,14 +200,36 @@ def _damage(error: Exception) -> str:
     """Why a cache file did not read back, in a few words; an environment fault (the disk failing now) is raised."""
     if (fault := environment_fault(error)) is not None and not isinstance(error, FileNotFoundError):
         raise fault from None
-    return " ".join(f"{type(error).__name__}: {error}".split())[:200]
+    return damage_reason(error)
+
+
+def _noted_threads(cache: Path) -> int | None:
+    """The thread count a cache was built with, as its note (io.cache_note) keeps it apart from the cache's own record:
+    what a damaged record is written again with."""
+    try:
+        return int(json.loads(cache_note(cache).read_text())["threads"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _note_threads(cache: Path, threads: int) -> None:
+    if _noted_threads(cache) != threads:
+        atomic_write_json(cache_note(cache), {"threads": threads})
 
 
 EXTRACTOR_RECORD = ("dataset", "image_shape", "num_classes", "test_accuracy", "id")
 
 
+def read_back(path: Path, weights_only: bool = True) -> Any:
+    """torch.load of a file that may be damaged: the warnings of unpickling garbage (an unknown pickle protocol, …) are
+    not shown, its error says what is wrong."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+
+
 def _check_extractor(path: Path) -> None:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_back(path)
     if not isinstance(checkpoint, dict) or not {"state_dict", *EXTRACTOR_RECORD} <= checkpoint.keys():
         raise ValueError("not a domain extractor checkpoint")
     DomainClassifier(checkpoint["image_shape"][0], checkpoint["num_classes"]).load_state_dict(checkpoint["state_dict"])
@@ -246,8 +269,11 @@ def domain_extractor_path(dataset: Dataset) -> Path:
             except Exception as error:  # unpickling, zip, key and shape errors alike: not the file it was
                 move_aside(path, _damage(error))
                 damaged = True
+        # The count recorded with the cache (its record, else its note), else this process's for a first build, else
+        # torch's default (a cache built before counts were recorded was built by a driver).
         first_build = record is None and not damaged and not path.exists()
-        threads = torch.get_num_threads() if first_build else (record or {}).get("threads", DEFAULT_THREADS)
+        threads = ((record or {}).get("threads") or _noted_threads(path)
+                   or (torch.get_num_threads() if first_build else DEFAULT_THREADS))
         if not path.exists():
             with torch_threads(threads):
                 model, accuracy = train_domain_classifier(dataset)
@@ -257,6 +283,7 @@ def domain_extractor_path(dataset: Dataset) -> Path:
         if record is None:  # new, lost or damaged: written from the weights
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
             atomic_write_json(record_path, {**{k: checkpoint[k] for k in EXTRACTOR_RECORD}, "threads": threads})
+        _note_threads(path, threads)
     return path
 
 
@@ -480,7 +507,7 @@ class Scorer:
             files = sorted(root.glob(glob.escape(self.real_cache_name) + "-*.pt"))
             for path in files:
                 try:
-                    _verified(path, lambda file: torch.load(file, map_location="cpu", weights_only=False))
+                    _verified(path, lambda file: read_back(file, weights_only=False))
                 except Exception as error:  # a truncated zip, garbage: torch-fidelity would crash on it
                     move_aside(path, _damage(error))
             try:
@@ -489,9 +516,11 @@ class Scorer:
                 if record_path.exists():
                     move_aside(record_path, _damage(error))
                 # Features made before the count was recorded were made by a driver, at torch's default.
-                threads = DEFAULT_THREADS if files else torch.get_num_threads()
+                threads = _noted_threads(root / self.real_cache_name) or (
+                    DEFAULT_THREADS if files else torch.get_num_threads())
             if not files or not all(path.exists() for path in files):
                 with torch_threads(threads):
                     self._calculate(self.dataset.test[:CACHE_PROBE])
             if not record_path.exists():
                 atomic_write_json(record_path, {"threads": threads})
+            _note_threads(root / self.real_cache_name, threads)

@@ -12,7 +12,7 @@ import torch
 
 from bench import BenchError
 from bench.data import Dataset
-from bench.io import atomic_numpy_save, atomic_write_json, cache_lock, environment_fault, move_aside
+from bench.io import atomic_numpy_save, atomic_write_json, cache_lock, damage_reason, environment_fault, move_aside
 
 # Bump when decoding or resizing changes, so stale caches of the datasets decoded from files are rebuilt.
 REAL_CACHE_VERSION = 1
@@ -47,7 +47,7 @@ def _read_cache(directory: Path, meta: dict[str, Any]) -> dict[str, np.ndarray] 
     except (_Damaged, OSError, ValueError, EOFError, KeyError, TypeError) as error:
         if (fault := environment_fault(error)) is not None and not isinstance(error, FileNotFoundError):
             raise fault from None  # the disk failed us now, not the cache earlier: nothing to rebuild
-        move_aside(directory, " ".join(f"{type(error).__name__}: {error}".split())[:200])
+        move_aside(directory, damage_reason(error))
         return None
     return arrays
 
