@@ -9,6 +9,7 @@ server started), where that fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -62,6 +63,13 @@ def _admin(statement) -> None:
 @pytest.fixture
 def database_url():
     """The URL of a fresh database of its own on the server, dropped afterwards."""
+    with fresh_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_database():
+    """A fresh database of its own on the server (its URL), dropped afterwards."""
     if PROBLEM:
         pytest.fail(f"GAN_BENCH_REQUIRE_POSTGRES=1 but {PROBLEM}")
     from psycopg import sql

@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +29,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from test_postgres import PROBLEM, REQUIRED, URL, _admin, database_url, gan_bench  # noqa: F401 (database_url: fixture)
+from test_postgres import (PROBLEM, REQUIRED, URL, database_url, fresh_database,  # noqa: F401 (a fixture)
+                           gan_bench)
 
 pytestmark = pytest.mark.skipif(PROBLEM is not None and not REQUIRED, reason=PROBLEM or "")
 
@@ -40,18 +40,9 @@ KEY = ["dataset", "loss", "trial", "seed", "step"]
 
 @pytest.fixture
 def baseline_database_url():
-    """A second fresh database on the server (as test_postgres.database_url makes one), dropped afterwards."""
-    if PROBLEM:
-        pytest.fail(f"GAN_BENCH_REQUIRE_POSTGRES=1 but {PROBLEM}")
-    from psycopg import sql
-    from sqlalchemy.engine import make_url
-
-    name = f"gan_bench_test_{uuid.uuid4().hex[:12]}"
-    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_url(URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    """A second fresh database on the server, dropped afterwards."""
+    with fresh_database() as url:
+        yield url
 
 
 def write_study(path: Path, storage: str, **fields) -> Path:
