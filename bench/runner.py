@@ -78,13 +78,19 @@ class JournalFlock:
 class JournalBackend(optuna.storages.journal.JournalFileBackend):
     """Optuna's journal file whose appends leave no partial record: an append that fails midway (a full disk, a quota)
     is cut off again before the lock is released, so the next writer does not append after a torn record (which would
-    damage the journal for good), and the error goes on up (an EnvironmentFault to the run)."""
+    damage the journal for good), and the error goes on up (an EnvironmentFault to the run). A journal removed while
+    the study runs is not made again."""
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
         self._lock.acquire()
         try:
-            descriptor = os.open(self._file_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            # Not created here (the backend creates it when it opens): a journal removed mid-run is an error of the
+            # environment, not an empty journal to start again, whose records would name trials it never had.
+            try:
+                descriptor = os.open(self._file_path, os.O_WRONLY | os.O_APPEND)
+            except OSError as error:
+                raise OSError(error.errno, error.strerror, self._file_path) from error
             try:
                 start = os.lseek(descriptor, 0, os.SEEK_END)
                 try:

@@ -166,7 +166,10 @@ def test_a_results_folder_removed_mid_run_stops_it_in_one_line(tmp_path):
     deadline = time.monotonic() + 300
     while not (results / "results.csv").exists() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    shutil.rmtree(results)
+    # Gone at once, as `rm -rf` from another shell leaves it; removed in one rename, since workers writing meanwhile
+    # would race a tree walk.
+    results.rename(tmp_path / "removed")
+    shutil.rmtree(tmp_path / "removed", ignore_errors=True)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 75, stderr
     (line,) = error_lines(stderr)
