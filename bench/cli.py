@@ -356,9 +356,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"{results_dir}: no run is in progress", file=sys.stderr)
         if not runner.results_table(study, runner.open_storage(study, results_dir)).empty:
             report.write_report(results_dir)
-    table = runner.counts(study, runner.open_storage(study, results_dir))
+    storage = runner.open_storage(study, results_dir)
+    table = runner.counts(study, storage)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    for line in runner.failures(study, runner.open_storage(study, results_dir)):
+    for line in runner.failures(study, storage):
         print(f"failed: {line}")
     if int(table["failed"].sum()):
         print("`gan-bench run STUDY.yaml --retry-failed` queues the failed trials again")

@@ -157,7 +157,16 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         error = error.__cause__ or error.__context__
 
 
-DATABASE_FAULT = "the study's database connection failed"
+def _database_connection_error(error: BaseException) -> bool:
+    """SQLAlchemy's error for a connection lost or refused (a server restarted or gone), told by name: io does not
+    import SQLAlchemy."""
+    return type(error).__module__.startswith("sqlalchemy") and type(error).__name__ in ("OperationalError",
+                                                                                      "InterfaceError")
+
+
+def lost_connection(error: BaseException) -> bool:
+    """Whether `error` is, or was caused by, a lost or refused database connection."""
+    return any(_database_connection_error(cause) for cause in _causes(error))
 
 
 def environment_fault(error: BaseException, where: Path | str | None = None) -> EnvironmentFault | None:
@@ -171,10 +180,9 @@ def environment_fault(error: BaseException, where: Path | str | None = None) -> 
             where = cause.filename or where or "a file"
             name = errno.errorcode.get(cause.errno, str(cause.errno))
             return EnvironmentFault(f"{where}: {cause.strerror} ({name}); {free_space(where)} there")
-        if type(cause).__module__.startswith("sqlalchemy") and type(cause).__name__ in ("OperationalError",
-                                                                                       "InterfaceError"):
+        if _database_connection_error(cause):
             reason = " ".join(str(getattr(cause, "orig", None) or cause).split())[:300]
-            return EnvironmentFault(f"{DATABASE_FAULT} ({reason})")
+            return EnvironmentFault(f"the study's database connection failed ({reason})")
     return None
 
 

@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from bench import BenchError, workers
-from bench.io import DATABASE_FAULT, atomic_write_bytes, atomic_write_text, environment_fault, open_lock_file
+from bench.io import atomic_write_bytes, atomic_write_text, environment_fault, lost_connection, open_lock_file
 from bench.metrics import HIGHER_IS_BETTER, best_of, protocol_id
 from bench.study import JOURNAL_URL, STAGES, Distribution, Part, Study
 from bench.trial import FALLBACK_DEFAULTS, TrialConfig, disk_bytes, folder_name, run_trial
@@ -110,12 +110,6 @@ class JournalBackend(optuna.storages.journal.JournalFileBackend):
 
 # How long a database may be unreachable (a server restarting, a fail-over) before the run stops on it.
 RECONNECT_SECONDS = 120.0
-
-
-def lost_connection(error: BaseException) -> bool:
-    """Whether `error` is (or was caused by) a lost or refused database connection."""
-    fault = environment_fault(error)
-    return fault is not None and str(fault).startswith(DATABASE_FAULT)
 
 
 class ReconnectingRDBStorage(optuna.storages.RDBStorage):
