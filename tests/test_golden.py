@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -108,7 +109,10 @@ def study_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def record(work: Path) -> None:
-    """Writes every golden output with the code on sys.path (run by the old code, once)."""
+    """Writes every golden output with the code on sys.path (run by the old code, once), in a fresh cache and at one
+    thread, as the tests run."""
+    os.environ["GAN_BENCH_CACHE"] = str(work / "cache")
+    torch.set_num_threads(1)
     HERE.mkdir(exist_ok=True)
     (HERE / "fingerprint.json").write_text(json.dumps(fingerprint(), indent=1) + "\n")
     results = {name: run_case(name, work / name) for name in CASES}
@@ -156,6 +160,20 @@ def assert_matches(got: Any, want: Any, where: str = "") -> None:
         assert math.isclose(got, want, rel_tol=1e-3, abs_tol=1e-5) or (math.isnan(got) and math.isnan(want)), where
     else:
         assert got == want, where
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread_and_a_fresh_cache(tmp_path_factory):
+    """The domain extractors and real-feature caches that the FIDs read are built at the thread count of the process
+    that builds them first: here, as when recording, a fresh cache built at one thread."""
+    before, cache = torch.get_num_threads(), os.environ.get("GAN_BENCH_CACHE")
+    os.environ["GAN_BENCH_CACHE"] = str(tmp_path_factory.mktemp("golden-cache"))
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+    os.environ["GAN_BENCH_CACHE"] = cache or ""
+    if cache is None:
+        del os.environ["GAN_BENCH_CACHE"]
 
 
 GOLDEN = json.loads((HERE / "trials.json").read_text()) if (HERE / "trials.json").exists() else {}
