@@ -18,7 +18,7 @@ from bench import BenchError, EnvironmentFault
 
 
 def _trial_config(args: argparse.Namespace):
-    from bench.trial import MAX_EVALUATIONS, TrialConfig
+    from bench.config import MAX_EVALUATIONS, TrialConfig
 
     fields = {name: getattr(args, name) for name in (
         "dataset", "image_size", "loss", "steps", "batch_size", "z_dim", "z_dist", "lr", "beta1", "beta2",
@@ -52,7 +52,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from bench.prefetch import use_data_root
-    from bench.trial import folder_name, run_trial
+    from bench.config import folder_name
+    from bench.trial import run_trial
 
     use_data_root(args.data_root)
     config = _trial_config(args)
@@ -173,7 +174,7 @@ def _updates(study, steps: int) -> list[tuple[int, int, int]]:
     """(n_disc, D updates, G updates) for every n_disc a trial of the study can have (searched, fixed or default)."""
     from bench import losses
     from bench.runner import default_sample, distributions
-    from bench.trial import FALLBACK_DEFAULTS, g_updates
+    from bench.config import FALLBACK_DEFAULTS, g_updates
 
     values = set()
     for loss in study.losses:
@@ -436,7 +437,7 @@ class _VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        from bench.trial import versions
+        from bench.device import versions
 
         found = versions()
         names = {"torch_fidelity": "torch-fidelity", "python": "Python"}

@@ -22,7 +22,7 @@ from bench import BenchError, data, feature_nets
 from bench.io import adopt_default_mode
 from bench.metrics import INCEPTION_FILE, MetricsConfig, Scorer, check_inception_weights, inception_weights_path
 from bench.study import Study
-from bench.trial import resolve_device
+from bench.device import resolve_device
 
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
 

@@ -36,7 +36,8 @@ from bench import BenchError, workers
 from bench.io import atomic_write_bytes, atomic_write_text, environment_fault, lost_connection, open_lock_file
 from bench.metrics import HIGHER_IS_BETTER, best_of, protocol_id
 from bench.study import JOURNAL_URL, STAGES, Distribution, Part, Study
-from bench.trial import FALLBACK_DEFAULTS, TrialConfig, disk_bytes, folder_name, run_trial
+from bench.config import FALLBACK_DEFAULTS, TrialConfig, folder_name
+from bench.trial import disk_bytes, run_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from bench import BenchError, data, feature_nets, losses, models, terms
 from bench.metrics import OBJECTIVES, MetricsConfig
 from bench.tasks import TaskSpec
-from bench.trial import HYPERPARAMETERS, MAX_EVALUATIONS, TRANSLATION_MODEL, StepCount, TrialConfig
+from bench.config import HYPERPARAMETERS, MAX_EVALUATIONS, TRANSLATION_MODEL, StepCount, TrialConfig
 
 
 class StudyError(BenchError):

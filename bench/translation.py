@@ -32,49 +32,11 @@ from bench.io import atomic_torch_save, atomic_write_json
 from bench.metrics import Scorer, to_uint8
 from bench.models import translation as nets
 from bench.models.common import init_compare_gan, init_pytorch
-from bench.trial import (TRANSLATION_MODEL, TrialConfig, TrialResult, collapsed, listener, make_optimizer,
-                         read_checkpoint, resolve_device, step_updates, versions, write_result)
+from bench.config import TrialConfig, step_updates
+from bench.device import resolve_device, versions
+from bench.trial import TrialResult, collapsed, listener, make_optimizer, read_checkpoint, write_result
 
 GRID_PAIRS = 8  # test pairs in samples.png: a row of sources, one of outputs, one of targets
-
-
-def check_config(config: TrialConfig) -> None:
-    """Raises a one-line ValueError for an image-to-image config that cannot train: the wrong model, a loss whose D
-    is not a critic, a term the task cannot feed (a paired target in an unpaired task, CycleGAN's inverse in a
-    paired one), a D term without a D, or a task the dataset's images do not allow (colorize on grey images)."""
-    task, spec = config.task, losses.get(config.loss)
-    if config.model != TRANSLATION_MODEL:
-        raise ValueError(f"model: image-to-image tasks train model {TRANSLATION_MODEL} (U-Net and PatchGAN), not "
-                         f"{config.model}")
-    if spec.discriminator not in ("critic", "none"):
-        raise ValueError(f"loss: {config.loss}'s discriminator is {spec.discriminator}; image-to-image tasks take a "
-                         "critic's loss, or none")
-    if config.amp:
-        raise ValueError("amp: bfloat16 autocast is not implemented for image-to-image trials; leave it off")
-    if spec.discriminator == "none" and not config.terms:
-        raise ValueError("loss none with no term trains nothing: give it terms (l1, ssim, ...)")
-    size = config.image_size or data.default_size(config.dataset)
-    shape = (data.channels(config.dataset), size, size)
-    try:
-        nets.check_shape(shape)
-        task.check(shape)
-    except BenchError as error:
-        raise ValueError(f"task: {error}") from None
-    same_channels = task.source_channels(shape[0]) == shape[0]
-    for i, name in enumerate(config.terms):
-        term = terms.get(name)
-        if "target" in term.needs and task.unpaired:
-            raise ValueError(f"terms[{i}]: {name} compares each output with its true target, which an unpaired task "
-                             "never trains with; use cycle, identity or patchnce, or a paired task")
-        if "inverse" in term.needs and not task.unpaired:
-            raise ValueError(f"terms[{i}]: {name} needs CycleGAN's two generators, which only an unpaired task trains "
-                             f"({task.task} here is paired: add unpaired: true)")
-        if (term.acts_on == "d" or "features" in term.needs) and spec.discriminator == "none":
-            raise ValueError(f"terms[{i}]: {name} reads a discriminator; loss none has none")
-        # identity and PatchNCE put target-domain images through G (cycle maps them through F instead).
-        if {"generator", "nce_head"} & term.needs and "inverse" not in term.needs and not same_channels:
-            raise ValueError(f"terms[{i}]: {name} feeds target-domain images to G, whose input has "
-                             f"{task.source_channels(shape[0])} channel(s) in {task.task}, not {shape[0]}")
 
 
 class Conditioned(nn.Module):

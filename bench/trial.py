@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import platform
-import re
 import time
 import warnings
 from pathlib import Path
@@ -17,197 +15,14 @@ from typing import Any, Callable, Iterable, Literal
 
 import torch
 import torchvision
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
-import bench
-from bench import BenchError, data, feature_nets, losses, models, penalties, terms
+from bench import data, feature_nets, losses, models, penalties, terms
 from bench.io import atomic_torch_save, atomic_write_json
-from bench.metrics import MetricsConfig, Scorer
-from bench.tasks import TaskSpec
-
-# Hyperparameters that a study may search over; None means "the loss's default" (see losses.py). A custom loss adds
-# its own (TrialConfig.loss_params).
-HYPERPARAMETERS = losses.HYPERPARAMETERS
-FALLBACK_DEFAULTS: dict[str, Any] = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_disc": 1, "r1_gamma": 0.0,
-                                     "d_batchnorm": False, "optimizer": "adam"}
-# What one step of the budget is: a generator update (after n_disc discriminator updates), or — the paper's
-# convention, compare_gan v1 abstract_gan.py lines 198-219 and 258-263 — a discriminator update, with G updated
-# on the first step and then on every n_disc-th.
-StepCount = Literal["g_steps", "d_steps"]
-# The most evaluations one trial may have. Each generates and scores thousands of images, so more is a mistake
-# (`eval_every: 1`); and the schedule is a list of steps, which at 10^9 steps, each scored, would not fit in memory.
-MAX_EVALUATIONS = 10_000
-# The model of image-to-image trials (bench.translation): a U-Net generator and a PatchGAN discriminator.
-TRANSLATION_MODEL = "unet"
-
-
-class TrialConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str = "digits"
-    dataset_options: dict[str, Any] = Field(default_factory=dict, description="the dataset loader's options")
-    task: TaskSpec | None = Field(None, description="an image-to-image task made from the dataset (bench.tasks); "
-                                  "None: unconditional generation")
-    image_size: int | None = Field(None, ge=8, description="square image side; None: the dataset's default")
-    model: str = "mlp"
-    loss: str = "ns_gan"
-    steps: int = Field(500, ge=1, le=10**9, description="training steps, counted as `count` says")
-    count: StepCount = Field("g_steps", description="what a step is: a G update (after n_disc D updates) or a D "
-                             "update (the paper's)")
-    eval_steps: list[int] | None = Field(None, description="steps at which to score; None: the last step")
-    batch_size: int = Field(64, ge=2)
-    z_dim: int = Field(64, ge=1)
-    z_dist: Literal["uniform", "normal"] = "uniform"  # resolved to the loss's own latent if it has one (vae: normal)
-    # allow_inf_nan=False: NaN fails every bound only by accident of its comparisons, and an infinite lr, penalty or
-    # clip passes `gt`/`ge` and would train a run that diverges at once rather than be refused.
-    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
-    beta1: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
-    beta2: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
-    n_disc: int | None = Field(None, ge=1)
-    gp_lambda: float | None = Field(None, ge=0, allow_inf_nan=False)
-    clip: float | None = Field(None, gt=0, allow_inf_nan=False)
-    began_gamma: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    began_lambda_k: float | None = Field(None, ge=0, allow_inf_nan=False)
-    r1_gamma: float | None = Field(None, ge=0, allow_inf_nan=False)
-    d_batchnorm: bool | None = None
-    optimizer: Literal["adam", "rmsprop"] | None = None
-    loss_params: dict[str, bool | int | float | str] = Field(
-        default_factory=dict, description="a custom loss's own hyperparameters (its keyword arguments) and the "
-        "weights of its terms (w_<term>)")
-    terms: list[str] = Field(default_factory=list, description="loss terms (bench.terms) added to G's or D's loss, "
-                             "each weighted by loss_params w_<term> (default 1)")
-    perceptual_net: str = Field(feature_nets.DEFAULT, description="the fixed network of terms that need one "
-                                "(perceptual): domain, the dataset's domain classifier; or vgg16 / vgg19[:LAYER], "
-                                "ImageNet VGG cut after LAYER (default relu3_3), weights from `gan-bench prefetch "
-                                "--vgg NET`")
-    init: Literal["model", "compare_gan", "pytorch"] = Field("model", description="weight initialisation: the model's own, compare_gan v1's, "
-                              "or PyTorch's layer defaults")
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = Field(None, ge=1, description="torch's CPU threads for this trial; None: leave torch's "
-                                "setting (all cores). Results are bit-identical only at the same thread count")
-    amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU, where it is ~15× slower")
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _task_model(cls, raw: Any) -> Any:
-        """An image-to-image task trains the U-Net unless a model is given."""
-        if isinstance(raw, dict) and raw.get("task") is not None and raw.get("model") is None:
-            return {**raw, "model": TRANSLATION_MODEL}
-        return raw
-
-    @field_validator("loss")
-    @classmethod
-    def _known_loss(cls, name: str) -> str:
-        losses.get(name)
-        return name
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        if name not in data.names():
-            raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(data.names())}")
-        return name
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        if name not in [*models.names(), TRANSLATION_MODEL]:
-            raise ValueError(f"unknown model {name!r}; valid: {', '.join(models.names())}, or {TRANSLATION_MODEL} "
-                             "(image-to-image tasks)")
-        return name
-
-    @field_validator("perceptual_net")
-    @classmethod
-    def _known_feature_net(cls, spec: str) -> str:
-        return feature_nets.canonical(spec)
-
-    @field_validator("device")
-    @classmethod
-    def _device_syntax(cls, device: str) -> str:
-        if device != "auto":
-            try:
-                torch.device(device)
-            except RuntimeError:
-                raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {device!r}") from None
-        return device
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TrialConfig:
-        spec = losses.get(self.loss)
-        for name in HYPERPARAMETERS:  # a value the loss never reads would silently do nothing
-            if getattr(self, name) is not None and name not in spec.hyperparameters:
-                raise ValueError(f"{name}: {losses.unused_message(name, self.loss)}")
-        for i, name in enumerate(self.terms):
-            try:
-                term = terms.get(name)
-            except BenchError as error:
-                raise ValueError(f"terms[{i}]: {name}: {error}") from None
-            if spec.discriminator in ("autoencoder", "encoder"):
-                kind = "an autoencoder" if spec.discriminator == "autoencoder" else "an encoder"
-                raise ValueError(f"terms[{i}]: {name} needs a critic's scores and features; loss {self.loss}'s "
-                                 f"discriminator is {kind}")
-            if self.task is None and term.needs & terms.TRANSLATION_NEEDS:
-                raise ValueError(f"terms[{i}]: {name} is a term of image-to-image tasks (it reads "
-                                 f"{', '.join(sorted(term.needs & terms.TRANSLATION_NEEDS))}); {self.dataset} has none")
-        if self.task is None and (spec.discriminator == "none" or self.model == TRANSLATION_MODEL):
-            raise ValueError(f"{'loss none' if spec.discriminator == 'none' else f'model {TRANSLATION_MODEL}'} is for "
-                             "image-to-image tasks only (a dataset entry with a task); unconditional generation needs a "
-                             "discriminator and a generator of latents")
-        if self.task is not None:
-            from bench import translation  # the image-to-image trial checks its own specs
-
-            translation.check_config(self)
-        if self.perceptual_net != feature_nets.DEFAULT and not feature_nets.needs_feature_net(self.terms):
-            raise ValueError("perceptual_net: no term of this trial uses a fixed feature network; add one "
-                             "(perceptual) or leave it unset")
-        weights = [terms.weight_name(name) for name in self.terms]
-        for name, value in self.loss_params.items():
-            if name in weights:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                    raise ValueError(f"loss_params.{name}: a term's weight must be a finite number ≥ 0, got {value!r}")
-            elif name not in spec.params:
-                own = f"its own: {', '.join([*spec.params, *weights])}" if spec.params or weights else \
-                    "it has none of its own"
-                raise ValueError(f"loss_params.{name}: loss {self.loss} has no such hyperparameter ({own})")
-        data.check_options(self.dataset, self.dataset_options)
-        if self.eval_steps is not None and (not self.eval_steps or any(not 1 <= s <= self.steps for s in self.eval_steps)):
-            raise ValueError(f"eval_steps must be a non-empty list of steps in 1..{self.steps}")
-        size = self.image_size or data.default_size(self.dataset)
-        if self.task is None:
-            models.MODELS[self.model].check_shape((1, size, size))
-        return self
-
-    def resolved(self) -> TrialConfig:
-        """Every default filled in: the loss's own defaults first, then gan-bench's."""
-        spec = losses.get(self.loss)
-        filled: dict[str, Any] = {
-            "image_size": self.image_size or data.default_size(self.dataset),
-            "eval_steps": sorted(set(self.eval_steps or [self.steps])),
-            "z_dist": spec.latent or self.z_dist,
-        }
-        for name in HYPERPARAMETERS:
-            if getattr(self, name) is None and name in spec.hyperparameters:
-                value = spec.defaults.get(name, FALLBACK_DEFAULTS.get(name))
-                if value is not None:
-                    filled[name] = value
-        filled["loss_params"] = {**{p: spec.defaults[p] for p in spec.params},
-                                 **{terms.weight_name(t): 1.0 for t in self.terms}, **self.loss_params}
-        return self.model_copy(update=filled)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        """The hyperparameters that are set, a custom loss's own included, by name."""
-        return {**{name: getattr(self, name) for name in HYPERPARAMETERS if getattr(self, name) is not None},
-                **self.loss_params}
-
-    @classmethod
-    def from_params(cls, fields: dict[str, Any], params: dict[str, Any], seed: int) -> TrialConfig:
-        """A config from a study's trial fields and one sample's hyperparameters, a custom loss's own among them."""
-        return cls(**fields, **{k: v for k, v in params.items() if k in HYPERPARAMETERS},
-                   loss_params={k: v for k, v in params.items() if k not in HYPERPARAMETERS}, seed=seed)
-
+from bench.config import TrialConfig, step_updates
+from bench.device import resolve_device, versions
+from bench.metrics import Scorer
 
 class TrialResult(BaseModel):
     # completed: trained to the end. Stopped early: diverged (a non-finite loss), collapsed (see COLLAPSE_SPREAD and
@@ -255,21 +70,8 @@ def collapsed(spread: float, d_loss: float) -> bool:
 SPREAD_SAMPLES = 256
 
 
-def folder_name(text: str) -> str:
-    """`text` with every character outside [A-Za-z0-9._+-] replaced by "_": a custom loss `pkg.mod:fn` must not put a
-    ':' (which breaks tools, PATH-like lists and SLURM's file patterns) into a trial folder's name."""
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
 
 
-def resolve_device(requested: str) -> torch.device:
-    """CUDA when asked (or 'auto') and available; otherwise the CPU, with a warning if CUDA was asked for."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn(f"device {requested!r} asked for but CUDA is not available: running on the CPU")
-        return torch.device("cpu")
-    return device
 
 
 def sample_latent(n: int, z_dim: int, dist: str, generator: torch.Generator) -> torch.Tensor:
@@ -279,33 +81,10 @@ def sample_latent(n: int, z_dim: int, dist: str, generator: torch.Generator) -> 
     return torch.randn(n, z_dim, generator=generator, device=generator.device)
 
 
-def versions() -> dict[str, str]:
-    import optuna
-    import torch_fidelity
-
-    return {"gan_bench": bench.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "torch_fidelity": torch_fidelity.__version__, "optuna": optuna.__version__,
-            "python": platform.python_version()}
 
 
-def g_updates(count: StepCount, steps: int, n_disc: int) -> int:
-    """How many generator updates `steps` steps make (the VAE, which has no separate G update, aside)."""
-    if count == "g_steps":
-        return steps
-    return 1 + math.ceil((steps - 1) / n_disc)  # the first step, then steps t = 1, 1 + n_disc, ... below `steps`
 
 
-def step_updates(count: StepCount, step: int, n_disc: int) -> tuple[int, bool]:
-    """(D updates, whether G is updated) at step `step` (1-based) of the budget.
-
-    With d_steps, as compare_gan v1 (abstract_gan.py line 207: `(counter - 1) % disc_iters == 0 or g_loss is None`,
-    counter from 0): G follows the D update of the first step and of every step t with (t - 1) % n_disc == 0, so 100
-    steps at n_disc 5 are 100 D and 21 G updates.
-    """
-    if count == "g_steps":
-        return n_disc, True
-    t = step - 1
-    return 1, t == 0 or (t - 1) % n_disc == 0
 
 
 def disk_bytes(config: TrialConfig) -> int:

@@ -38,7 +38,9 @@ def main() -> None:
 
     import torch
 
-    from bench.trial import TrialConfig, resolve_device, run_trial
+    from bench.config import TrialConfig
+    from bench.device import resolve_device
+    from bench.trial import run_trial
 
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"

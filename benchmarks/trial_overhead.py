@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench import data, models
     from bench.io import cache_dir
     from bench.metrics import DOMAIN_EXTRACTOR, DomainFeatureExtractor, MetricsConfig, Scorer
-    from bench.trial import TrialConfig, resolve_device, run_trial, sample_latent
+    from bench.config import TrialConfig
+    from bench.device import resolve_device
+    from bench.trial import run_trial, sample_latent
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -94,7 +94,7 @@ def test_version_names_gan_bench_and_the_libraries_on_one_line(capsys):
 def test_trial_help_shows_defaults_and_says_when_the_loss_decides(capsys):
     from bench import data
     from bench.metrics import MetricsConfig
-    from bench.trial import TrialConfig
+    from bench.config import TrialConfig
 
     with pytest.raises(SystemExit) as exit_:
         main(["trial", "--help"])

@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 
 from bench import losses, metrics, models, report, runner
 from bench.study import Study, StudyError, load_study
-from bench.trial import COLLAPSE_D_LOSS, TrialConfig, run_trial
+from bench.config import TrialConfig
+from bench.trial import COLLAPSE_D_LOSS, run_trial
 
 STUDY = {
     "name": "curves",

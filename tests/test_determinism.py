@@ -34,7 +34,8 @@ def test_one_or_two_workers_give_bit_identical_results(tmp_path):
 def test_a_trial_records_and_uses_the_studys_thread_count(tmp_path):
     import json
 
-    from bench.trial import TrialConfig, run_trial
+    from bench.config import TrialConfig
+    from bench.trial import run_trial
 
     before = torch.get_num_threads()
     try:

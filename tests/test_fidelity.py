@@ -11,7 +11,8 @@ import torch
 from bench import losses, trial
 from bench.runner import planned_samples
 from bench.study import load_study
-from bench.trial import TrialConfig, g_updates, run_trial, step_updates
+from bench.config import TrialConfig, g_updates, step_updates
+from bench.trial import run_trial
 
 QUICK = {"dataset": "digits", "metrics": {"num_samples": 100, "kid": False, "isc": False}}
 

@@ -67,7 +67,7 @@ def fingerprint() -> dict[str, str]:
 
 
 def config(name: str):
-    from bench.trial import TrialConfig
+    from bench.config import TrialConfig
 
     return TrialConfig(**{**FAST, **CASES[name]}, seed=0)
 

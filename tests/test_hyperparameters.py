@@ -15,7 +15,7 @@ import yaml
 from bench import losses
 from bench.cli import main
 from bench.study import load_study
-from bench.trial import TrialConfig, folder_name
+from bench.config import TrialConfig, folder_name
 
 QUICK = {"metrics": {"num_samples": 100, "kid": False, "isc": False}}
 

@@ -16,7 +16,8 @@ from bench import BenchError, data
 from bench.io import atomic_torch_save
 from bench.metrics import (DOMAIN_EXTRACTOR, INCEPTION_FILE, DomainFeatureExtractor, MetricsConfig, Scorer,
                            inception_weights_path, protocol_id, to_uint8)
-from bench.trial import TrialConfig, run_trial
+from bench.config import TrialConfig
+from bench.trial import run_trial
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bench import BenchError, models
-from bench.trial import TrialConfig
+from bench.config import TrialConfig
 
 # The shapes each model must take; every registered model is listed.
 VALID = {

@@ -16,7 +16,8 @@ from torch import nn
 
 from bench import cli, models, terms
 from bench.models.common import Critic
-from bench.trial import TrialConfig, run_trial
+from bench.config import TrialConfig
+from bench.trial import run_trial
 
 
 def context(**given) -> terms.Context:

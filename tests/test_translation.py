@@ -17,7 +17,8 @@ from bench import data, image_metrics, runner, tasks
 from bench.cli import main
 from bench.report import best_of_k_bootstrap, summary
 from bench.study import Study
-from bench.trial import TrialConfig, g_updates, run_trial
+from bench.config import TrialConfig, g_updates
+from bench.trial import run_trial
 
 FAST = {"dataset": "digits", "batch_size": 16, "threads": 1,
         "metrics": {"num_samples": 100, "kid": False, "isc": False}}

@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from bench import losses, metrics
-from bench.trial import COLLAPSE_SPREAD, TrialConfig, resolve_device, run_trial
+from bench.config import TrialConfig
+from bench.device import resolve_device
+from bench.trial import COLLAPSE_SPREAD, run_trial
 
 SMALL = {"dataset": "digits", "steps": 60, "eval_steps": [30, 60], "metrics": {"num_samples": 200}}
 
