@@ -35,33 +35,36 @@ TRANSLATION_MODEL = "unet"
 class TrialConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = "digits"
+    dataset: str = Field("digits", description="the dataset")
     dataset_options: dict[str, Any] = Field(default_factory=dict, description="the dataset loader's options")
     task: TaskSpec | None = Field(None, description="an image-to-image task made from the dataset (bench.tasks); "
                                   "None: unconditional generation")
     image_size: int | None = Field(None, ge=8, description="square image side; None: the dataset's default")
-    model: str = "mlp"
-    loss: str = "ns_gan"
+    model: str = Field("mlp", description="the generator and discriminator")
+    loss: str = Field("ns_gan", description="the loss: a name from `gan-bench losses`, or package.module:function")
     steps: int = Field(500, ge=1, le=10**9, description="training steps, counted as `count` says")
     count: StepCount = Field("g_steps", description="what a step is: a G update (after n_disc D updates) or a D "
                              "update (the paper's)")
     eval_steps: list[int] | None = Field(None, description="steps at which to score; None: the last step")
-    batch_size: int = Field(64, ge=2)
-    z_dim: int = Field(64, ge=1)
-    z_dist: Literal["uniform", "normal"] = "uniform"  # resolved to the loss's own latent if it has one (vae: normal)
+    batch_size: int = Field(64, ge=2, description="images per batch")
+    z_dim: int = Field(64, ge=1, description="latent dimension")
+    z_dist: Literal["uniform", "normal"] = Field("uniform", description="latent distribution: U[-1, 1] or N(0, I); a "
+                                                 "loss's own overrides it (vae: normal)")
     # allow_inf_nan=False: NaN fails every bound only by accident of its comparisons, and an infinite lr, penalty or
     # clip passes `gt`/`ge` and would train a run that diverges at once rather than be refused.
-    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
-    beta1: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
-    beta2: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
-    n_disc: int | None = Field(None, ge=1)
-    gp_lambda: float | None = Field(None, ge=0, allow_inf_nan=False)
-    clip: float | None = Field(None, gt=0, allow_inf_nan=False)
-    began_gamma: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    began_lambda_k: float | None = Field(None, ge=0, allow_inf_nan=False)
-    r1_gamma: float | None = Field(None, ge=0, allow_inf_nan=False)
-    d_batchnorm: bool | None = None
-    optimizer: Literal["adam", "rmsprop"] | None = None
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="learning rate of both networks")
+    beta1: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False, description="Adam's beta1")
+    beta2: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False, description="Adam's beta2")
+    n_disc: int | None = Field(None, ge=1, description="discriminator steps per generator step")
+    gp_lambda: float | None = Field(None, ge=0, allow_inf_nan=False, description="WGAN-GP / DRAGAN penalty weight")
+    clip: float | None = Field(None, gt=0, allow_inf_nan=False, description="WGAN weight clipping bound")
+    began_gamma: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                      description="BEGAN's diversity ratio gamma")
+    began_lambda_k: float | None = Field(None, ge=0, allow_inf_nan=False, description="BEGAN's learning rate of k")
+    r1_gamma: float | None = Field(None, ge=0, allow_inf_nan=False, description="R1 penalty weight, 0: off")
+    d_batchnorm: bool | None = Field(None, description="batch norm in the discriminator")
+    optimizer: Literal["adam", "rmsprop"] | None = Field(None, description="adam, or rmsprop as TF1 had it (the "
+                                                         "paper's Adam-vs-RMSProp WGAN experiment)")
     loss_params: dict[str, bool | int | float | str] = Field(
         default_factory=dict, description="a custom loss's own hyperparameters (its keyword arguments) and the "
         "weights of its terms (w_<term>)")
@@ -73,8 +76,8 @@ class TrialConfig(BaseModel):
                                 "--vgg NET`")
     init: Literal["model", "compare_gan", "pytorch"] = Field("model", description="weight initialisation: the model's own, compare_gan v1's, "
                               "or PyTorch's layer defaults")
-    seed: int = 0
-    device: str = "auto"
+    seed: int = Field(0, description="seed of the initialisation, the batches and the latents")
+    device: str = Field("auto", description="auto (CUDA if there is one), cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="torch's CPU threads for this trial; None: leave torch's "
                                 "setting (all cores). Results are bit-identical only at the same thread count")
     amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU, where it is ~15× slower")
@@ -167,6 +170,11 @@ class TrialConfig(BaseModel):
         if self.task is None:
             models.MODELS[self.model].check_shape((1, size, size))
         return self
+
+    @property
+    def kind(self) -> str:
+        """The kind of trial this config trains (bench.kind.KINDS): image-to-image with a task, else a GAN."""
+        return "gan" if self.task is None else "translation"
 
     def resolved(self) -> TrialConfig:
         """Every default filled in: the loss's own defaults first, then gan-bench's."""

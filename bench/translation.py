@@ -11,30 +11,27 @@ Metrics at each evaluation, on the first `metrics.num_samples` test pairs (the s
 SSIM (torchmetrics, bench.image_metrics), the perceptual distance on the fixed feature network (`perceptual_net`),
 and FID (with KID / IS as configured) of the outputs against the test targets through torch-fidelity.
 
-The loop mirrors bench.trial's (same checkpoints, statuses, listener and result files); the two share what is
-truly shared and keep their own loops readable.
+The driver loop (bench.trial) does what every trial does; this kind gives it the networks, one step and one
+evaluation.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torchvision
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from bench import BenchError, data, feature_nets, image_metrics, losses, penalties, tasks, terms
-from bench.io import atomic_torch_save, atomic_write_json
+from bench import BenchError, feature_nets, image_metrics, losses, penalties, tasks, terms
+from bench.config import TrialConfig, step_updates
+from bench.data import Dataset
+from bench.kind import KINDS, TrialKind, make_optimizer
 from bench.metrics import Scorer, to_uint8
 from bench.models import translation as nets
 from bench.models.common import init_compare_gan, init_pytorch
-from bench.config import TrialConfig, step_updates
-from bench.device import resolve_device, versions
-from bench.trial import TrialResult, collapsed, listener, make_optimizer, read_checkpoint, write_result
 
 GRID_PAIRS = 8  # test pairs in samples.png: a row of sources, one of outputs, one of targets
 
@@ -84,216 +81,178 @@ def networks(config: TrialConfig, target_c: int, side: int) -> nn.ModuleDict:
     return models
 
 
-def run_translation_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
-                          on_evaluation: Callable[[int, dict[str, Any]], None] | None = None) -> TrialResult:
-    """Trains and scores one image-to-image configuration; resumes from `out_dir/checkpoint.pt` as run_trial does,
-    with the same contract for `on_evaluation` and the same result files. A step is counted as `count` says (n_disc D
-    updates then one G update, or one D update with G following every n_disc-th), each D update on a fresh batch and
-    G on the last one; without a D, one G update on a fresh batch."""
-    config = config.resolved()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    task = config.task
-    dataset = data.load(config.dataset, config.image_size, **config.dataset_options)
-    n_eval = config.metrics.num_samples
-    if n_eval > len(dataset.test):
-        raise BenchError(f"metrics.num_samples: {n_eval} test outputs asked for, but the test split of "
-                         f"{dataset.name} has {len(dataset.test)} pairs")
-    spec = losses.get(config.loss)
-    adversarial = spec.discriminator == "critic"
-    penalty = penalties.get(spec.penalty) if spec.penalty else None
-    adversarial_params = {name: config.loss_params[name] for name in spec.params}
-    g_terms = [name for name in config.terms if terms.get(name).acts_on == "g"]
-    d_terms = [name for name in config.terms if terms.get(name).acts_on == "d"]
-    needs = set().union(*(terms.get(name).needs for name in config.terms))
-    cyclegan = "inverse" in needs
-    scored = (lambda net, x: net.scores_and_features(x)) if "features" in needs else (lambda net, x: (net(x), None))
-    # The perceptual metric reads the fixed network whatever the terms are, so every trial loads it.
-    feature_net = feature_nets.load(config.perceptual_net, dataset, device)
+@KINDS.register("translation", "image-to-image: a U-Net G maps a task's sources to targets (pix2pix, CycleGAN, CUT)")
+class TranslationTrial(TrialKind):
+    """A step is counted as `count` says (n_disc D updates then one G update, or one D update with G following every
+    n_disc-th), each D update on a fresh batch and G on the last one; without a D, one G update on a fresh batch."""
 
-    torch.manual_seed(config.seed)  # model initialisation
-    initialise = {"model": nets.init_weights, "compare_gan": init_compare_gan, "pytorch": init_pytorch}[config.init]
-    models = networks(config, dataset.image_shape[0], dataset.image_shape[1])
-    for net in models.values():
-        initialise(net)
-    models = models.to(device)
-    G, F, D, D_A, head = (models[k] if k in models else None for k in ("G", "F", "D", "D_A", "head"))
-    generators = [m for k, m in models.items() if k in ("G", "F", "head")]
-    critics = [m for k, m in models.items() if k in ("D", "D_A")]
-    opt_g = make_optimizer((p for m in generators for p in m.parameters()), config)
-    opt_d = make_optimizer((p for m in critics for p in m.parameters()), config) if critics else None
-    scorer = Scorer(config.metrics, dataset, device)
-    # Only now, with everything that can reject the config behind us, does the trial write anything.
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"config": config.model_dump(mode="json"), "device": str(device), "threads": torch.get_num_threads(),
-              "versions": versions(), "protocol": scorer.protocol}
-    atomic_write_json(out_dir / "config.json", record)
+    shown = ("psnr", "ssim", "fid")
 
-    rng = torch.Generator(device).manual_seed(config.seed)  # every batch index, mask, noise and patch draw
-    train = dataset.train.to(device)
-    sampler = tasks.sampler(task, len(train), rng)
-    test_targets = dataset.test[:n_eval].float().div(255.0)
-    test_sources = tasks.test_pairs(task, test_targets, config.metrics.latent_seed)
-    g_value, d_value = math.nan, math.nan
-    start, rows, train_seconds, eval_seconds, status = 0, [], 0.0, 0.0, "completed"
-    checkpoint_path = out_dir / "checkpoint.pt"
-    state = read_checkpoint(checkpoint_path, record["config"], device)
-    if state is not None:
-        models.load_state_dict(state["models"])
-        opt_g.load_state_dict(state["opt_g"])
-        if opt_d is not None:
-            opt_d.load_state_dict(state["opt_d"])
-        rng.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
-        start, rows, g_value, d_value = state["step"], state["rows"], state["g_loss"], state["d_loss"]
-        train_seconds, eval_seconds, status = state["train_seconds"], state["eval_seconds"], state["stopped"] or status
+    def __init__(self, config: TrialConfig, dataset: Dataset, device: torch.device):
+        super().__init__(config, dataset, device)
+        self.task = config.task
+        self.label = f"{config.loss} on {self.task.label} {config.dataset}"
+        self.n_eval = config.metrics.num_samples
+        if self.n_eval > len(dataset.test):
+            raise BenchError(f"metrics.num_samples: {self.n_eval} test outputs asked for, but the test split of "
+                             f"{dataset.name} has {len(dataset.test)} pairs")
+        self.spec = spec = losses.get(config.loss)
+        self.adversarial = spec.discriminator == "critic"
+        self.penalty = penalties.get(spec.penalty) if spec.penalty else None
+        self.adversarial_params = {name: config.loss_params[name] for name in spec.params}
+        self.g_terms = [name for name in config.terms if terms.get(name).acts_on == "g"]
+        self.d_terms = [name for name in config.terms if terms.get(name).acts_on == "d"]
+        self.needs = set().union(*(terms.get(name).needs for name in config.terms))
+        self.cyclegan = "inverse" in self.needs
+        # The perceptual metric reads the fixed network whatever the terms are, so every trial loads it.
+        self.feature_net = feature_nets.load(config.perceptual_net, dataset, device)
+        self.g_value, self.d_value = math.nan, math.nan
 
-    def batch() -> tuple[Tensor, Tensor, Tensor | None]:
+    @classmethod
+    def networks(cls, config: TrialConfig, image_shape: tuple[int, int, int]) -> list[nn.Module]:
+        return list(networks(config, image_shape[0], image_shape[1]).values())
+
+    def build(self) -> None:
+        config = self.config
+        initialise = {"model": nets.init_weights, "compare_gan": init_compare_gan, "pytorch": init_pytorch}[config.init]
+        models = networks(config, self.dataset.image_shape[0], self.dataset.image_shape[1])
+        for net in models.values():
+            initialise(net)
+        self.models = models.to(self.device)
+        self.G, self.F, self.D, self.D_A, self.head = (models[k] if k in models else None
+                                                      for k in ("G", "F", "D", "D_A", "head"))
+        generators = [m for k, m in models.items() if k in ("G", "F", "head")]
+        self.critics = [m for k, m in models.items() if k in ("D", "D_A")]
+        self.opt_g = make_optimizer((p for m in generators for p in m.parameters()), config)
+        self.opt_d = make_optimizer((p for m in self.critics for p in m.parameters()), config) if self.critics else None
+
+    def begin(self, rng: torch.Generator) -> None:
+        self.rng = rng
+        self.train = self.dataset.train.to(self.device)
+        self.sampler = tasks.sampler(self.task, len(self.train), rng)
+        self.test_targets = self.dataset.test[:self.n_eval].float().div(255.0)
+        self.test_sources = tasks.test_pairs(self.task, self.test_targets, self.config.metrics.latent_seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"models": self.models.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict() if self.opt_d else None, "g_loss": self.g_value,
+                "d_loss": self.d_value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.models.load_state_dict(state["models"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.g_value, self.d_value = state["g_loss"], state["d_loss"]
+
+    def batch(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """(sources, D's real targets, the sources' true targets or None): a paired task's real batch is its targets;
         an unpaired task's sources come from half A of the split and its real targets from half B."""
-        source_idx, target_idx = sampler.draw(config.batch_size)
-        source = task.make_sources(train[source_idx].float().div_(255.0), rng)
-        real = train[target_idx].float().div_(255.0)
-        return source, real, None if task.unpaired else real
+        source_idx, target_idx = self.sampler.draw(self.config.batch_size)
+        source = self.task.make_sources(self.train[source_idx].float().div_(255.0), self.rng)
+        real = self.train[target_idx].float().div_(255.0)
+        return source, real, None if self.task.unpaired else real
 
-    def critic_of(net: nets.PatchGAN, source: Tensor) -> nn.Module:
-        return net if task.unpaired else Conditioned(net, source)
+    def critic_of(self, net: nets.PatchGAN, source: Tensor) -> nn.Module:
+        return net if self.task.unpaired else Conditioned(net, source)
 
-    def d_objective(critic: nn.Module, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    def scored(self, net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """D's scores, and its penultimate features from the same forward when a term reads them."""
+        return net.scores_and_features(x) if "features" in self.needs else (net(x), None)
+
+    def d_objective(self, critic: nn.Module, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         """One critic's loss on a real and a (detached) fake batch, its terms and penalties included, and its scores of
         the real batch (detached), which G's step reuses."""
-        real_scores, real_features = scored(critic, real)
-        fake_scores, fake_features = scored(critic, fake)
-        loss, _ = spec.fn(real_scores, fake_scores, **adversarial_params)
-        if d_terms:
-            loss = loss + terms.weighted_sum(d_terms, config.loss_params, terms.Context(
-                real, fake, real_scores, fake_scores, critic, rng, real_features, fake_features, feature_net))
-        if penalty is not None:
-            loss = loss + config.gp_lambda * penalty(critic, real, fake, rng)
+        config = self.config
+        real_scores, real_features = self.scored(critic, real)
+        fake_scores, fake_features = self.scored(critic, fake)
+        loss, _ = self.spec.fn(real_scores, fake_scores, **self.adversarial_params)
+        if self.d_terms:
+            loss = loss + terms.weighted_sum(self.d_terms, config.loss_params, terms.Context(
+                real, fake, real_scores, fake_scores, critic, self.rng, real_features, fake_features, self.feature_net))
+        if self.penalty is not None:
+            loss = loss + config.gp_lambda * self.penalty(critic, real, fake, self.rng)
         if config.r1_gamma:
             loss = loss + config.r1_gamma / 2 * penalties.r1_penalty(critic, real)
         return loss, real_scores.detach()
 
-    def save_checkpoint(step: int) -> None:
-        atomic_torch_save({"config": record["config"], "models": models.state_dict(), "opt_g": opt_g.state_dict(),
-                           "opt_d": opt_d.state_dict() if opt_d else None, "rng": rng.get_state(), "step": step,
-                           "rows": rows, "g_loss": g_value, "d_loss": d_value, "train_seconds": train_seconds,
-                           "eval_seconds": eval_seconds, "stopped": None if status == "completed" else status},
-                          checkpoint_path)
+    def step(self, step: int) -> dict[str, float]:
+        """The D updates (D and, in CycleGAN, D_A), each on a fresh batch with G's outputs detached, then G's update on
+        the last batch. Steps count as the unconditional trial's do (`count`); without a D every step is one G
+        update."""
+        G, F, D, D_A = self.G, self.F, self.D, self.D_A
+        d_updates, update_g = step_updates(self.config.count, step, self.config.n_disc) if self.critics else (0, True)
+        real_scores = source_scores = None
+        if not self.critics:
+            source, real, target = self.batch()
+        for _ in range(d_updates):
+            source, real, target = self.batch()
+            with torch.no_grad():
+                fake = G(source)
+                inverse_fake = F(real) if self.cyclegan else None
+            for critic in self.critics:
+                critic.requires_grad_(True)
+            d_loss, real_scores = self.d_objective(self.critic_of(D, source), real, fake)
+            if D_A is not None:  # CycleGAN's second critic: real sources against F's outputs
+                d_loss_a, source_scores = self.d_objective(D_A, source, inverse_fake)
+                d_loss = d_loss + d_loss_a
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            if self.spec.weight_clip:
+                for net in self.critics:
+                    penalties.clip_weights(net, self.config.clip)
+            self.d_value = d_loss.item()
+        if update_g:
+            self.g_value = self.g_step(source, real, target, real_scores, source_scores)
+        return {"g_loss": self.g_value, **({"d_loss": self.d_value} if self.critics else {})}
 
-    def evaluate(step: int) -> dict[str, Any]:
-        """The test pairs' metrics; writes samples.png."""
-        models.eval()
-        with torch.no_grad():
-            outputs = torch.cat([G(s.to(device)).float().cpu() for s in test_sources.split(250)])
-            perceptual = torch.cat([image_metrics.perceptual_distance(feature_net, o.to(device), t.to(device)).cpu()
-                                    for o, t in zip(outputs.split(250), test_targets.split(250))])
-        row = {"step": step, "psnr": image_metrics.psnr(outputs, test_targets).mean().item(),
-               "ssim": image_metrics.ssim(outputs, test_targets).mean().item(),
-               "perceptual": perceptual.mean().item(), **scorer.score_images(to_uint8(outputs)),
-               # Collapse: outputs that no longer depend on their source (the unconditional trial's spread).
-               "spread": outputs.std(dim=0).mean().item(), "d_loss": d_value, "g_loss": g_value}
-        save_grid(test_sources, outputs, test_targets, out_dir / "samples.png")
-        models.train()
-        return row
-
-    def g_step(source: Tensor, real: Tensor, target: Tensor | None, real_scores: Tensor | None,
+    def g_step(self, source: Tensor, real: Tensor, target: Tensor | None, real_scores: Tensor | None,
                source_scores: Tensor | None) -> float:
         """One G update (and F's, in CycleGAN) on the last D step's batch, with the critics frozen. `real_scores` and
         `source_scores` are that step's critics' scores of its real batches, which G's loss gets as in the unconditional
         trial; a relativistic loss and feature matching read the updated critics' instead: one forward without a
         graph."""
-        for critic in critics:
+        spec, G, F, D, D_A = self.spec, self.G, self.F, self.D, self.D_A
+        for critic in self.critics:
             critic.requires_grad_(False)
         fake = G(source)
-        inverse_fake = F(real) if cyclegan else None
+        inverse_fake = F(real) if self.cyclegan else None
         g_loss, fake_scores, real_features, fake_features, critic = 0.0, None, None, None, None
-        if adversarial:
-            critic = critic_of(D, source)
-            if spec.g_reads_real or "features" in needs:
+        if self.adversarial:
+            critic = self.critic_of(D, source)
+            if spec.g_reads_real or "features" in self.needs:
                 with torch.no_grad():
-                    real_scores, real_features = scored(critic, real)
-            fake_scores, fake_features = scored(critic, fake)
-            g_loss = spec.fn(real_scores, fake_scores, **adversarial_params)[1]
+                    real_scores, real_features = self.scored(critic, real)
+            fake_scores, fake_features = self.scored(critic, fake)
+            g_loss = spec.fn(real_scores, fake_scores, **self.adversarial_params)[1]
             if D_A is not None:
                 if spec.g_reads_real:
                     with torch.no_grad():
                         source_scores = D_A(source)
-                g_loss = g_loss + spec.fn(source_scores, D_A(inverse_fake), **adversarial_params)[1]
-        if g_terms:
-            g_loss = g_loss + terms.weighted_sum(g_terms, config.loss_params, terms.Context(
-                real, fake, real_scores, fake_scores, critic, rng, real_features, fake_features, feature_net,
-                target=target, source=source, generator=G, inverse=F, inverse_fake=inverse_fake, nce_head=head))
-        opt_g.zero_grad(set_to_none=True)
+                g_loss = g_loss + spec.fn(source_scores, D_A(inverse_fake), **self.adversarial_params)[1]
+        if self.g_terms:
+            g_loss = g_loss + terms.weighted_sum(self.g_terms, self.config.loss_params, terms.Context(
+                real, fake, real_scores, fake_scores, critic, self.rng, real_features, fake_features, self.feature_net,
+                target=target, source=source, generator=G, inverse=F, inverse_fake=inverse_fake, nce_head=self.head))
+        self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
-        opt_g.step()
+        self.opt_g.step()
         return g_loss.item()
 
-    pruned = listener(on_evaluation)
-    for row in rows:  # restored from the checkpoint: the listener has not seen them
-        if pruned(row["step"], row):
-            if status == "completed":
-                status = "pruned"
-                save_checkpoint(start)
-            break
-    end, steps_done = (config.steps if status == "completed" else start), start
-    eval_steps = [s for s in config.eval_steps if s > start]
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True,
-               desc=f"{config.loss} on {task.label} {config.dataset}")
-    tick = time.perf_counter()
-    for step in range(start + 1, end + 1):
-        # Steps count as the unconditional trial's do (`count`); without a D every step is one G update.
-        d_updates, update_g = step_updates(config.count, step, config.n_disc) if critics else (0, True)
-        real_scores = source_scores = None
-        if not critics:
-            source, real, target = batch()
-        for _ in range(d_updates):
-            source, real, target = batch()
-            with torch.no_grad():
-                fake = G(source)
-                inverse_fake = F(real) if cyclegan else None
-            for critic in critics:
-                critic.requires_grad_(True)
-            d_loss, real_scores = d_objective(critic_of(D, source), real, fake)
-            if D_A is not None:  # CycleGAN's second critic: real sources against F's outputs
-                d_loss_a, source_scores = d_objective(D_A, source, inverse_fake)
-                d_loss = d_loss + d_loss_a
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            if spec.weight_clip:
-                for net in critics:
-                    penalties.clip_weights(net, config.clip)
-            d_value = d_loss.item()
-
-        if update_g:
-            g_value = g_step(source, real, target, real_scores, source_scores)
-        steps_done = step
-        if not (math.isfinite(g_value) and (not critics or math.isfinite(d_value))):
-            status = "diverged"
-            bar.set_postfix_str(f"diverged at step {step}")
-            break
-        bar.update()
-        if eval_steps and step == eval_steps[0]:
-            eval_steps.pop(0)
-            train_seconds += time.perf_counter() - tick
-            tick = time.perf_counter()
-            row = evaluate(step)
-            eval_seconds += time.perf_counter() - tick
-            rows.append({**row, "train_seconds": round(train_seconds, 3)})
-            bar.set_postfix(psnr=f"{row['psnr']:.3g}", ssim=f"{row['ssim']:.3g}", fid=f"{row['fid']:.3g}")
-            if collapsed(row["spread"], d_value):
-                status = "collapsed"
-                bar.set_postfix_str(f"collapsed at step {step}")
-            save_checkpoint(step)
-            if pruned(step, rows[-1]) and status == "completed":
-                status = "pruned"
-                save_checkpoint(step)
-            tick = time.perf_counter()
-            if status != "completed":
-                break
-    train_seconds += time.perf_counter() - tick
-    bar.close()
-    return write_result(out_dir, record, scorer, status=status, rows=rows, steps_done=steps_done,
-                        train_seconds=train_seconds, eval_seconds=eval_seconds)
+    def evaluate(self, scorer: Scorer, samples: Path) -> dict[str, Any]:
+        """The test pairs' metrics."""
+        self.models.eval()
+        with torch.no_grad():
+            outputs = torch.cat([self.G(s.to(self.device)).float().cpu() for s in self.test_sources.split(250)])
+            perceptual = torch.cat([
+                image_metrics.perceptual_distance(self.feature_net, o.to(self.device), t.to(self.device)).cpu()
+                for o, t in zip(outputs.split(250), self.test_targets.split(250))])
+        row = {"psnr": image_metrics.psnr(outputs, self.test_targets).mean().item(),
+               "ssim": image_metrics.ssim(outputs, self.test_targets).mean().item(),
+               "perceptual": perceptual.mean().item(), **scorer.score_images(to_uint8(outputs)),
+               # Collapse: outputs that no longer depend on their source (the unconditional trial's spread).
+               "spread": outputs.std(dim=0).mean().item(), "d_loss": self.d_value, "g_loss": self.g_value}
+        save_grid(self.test_sources, outputs, self.test_targets, samples)
+        self.models.train()
+        return row

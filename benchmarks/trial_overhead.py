@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.metrics import DOMAIN_EXTRACTOR, DomainFeatureExtractor, MetricsConfig, Scorer
     from bench.config import TrialConfig
     from bench.device import resolve_device
-    from bench.trial import run_trial, sample_latent
+    from bench.gan import sample_latent
+    from bench.trial import run_trial
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

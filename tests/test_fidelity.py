@@ -8,11 +8,17 @@ import math
 import pytest
 import torch
 
-from bench import losses, trial
-from bench.runner import planned_samples
+from bench import gan, kind, losses
+from bench.plan import Plan
 from bench.study import load_study
 from bench.config import TrialConfig, g_updates, step_updates
 from bench.trial import run_trial
+
+
+def planned_samples(study, dataset, loss):
+    """The (params, overrides) of each sample the study plans for (dataset, loss), the default first."""
+    return Plan(study).part("search", dataset, loss).planned_samples()
+
 
 QUICK = {"dataset": "digits", "metrics": {"num_samples": 100, "kid": False, "isc": False}}
 
@@ -21,7 +27,7 @@ def _count_updates(monkeypatch) -> dict[str, int]:
     """Counts optimizer steps of G and D (run_trial makes G's optimizer first) and records both counts at each
     evaluation."""
     counts = {"G": 0, "D": 0, "at_eval": []}
-    make = trial.make_optimizer
+    make = kind.make_optimizer
     made = []
 
     def counting(params, config):
@@ -31,14 +37,14 @@ def _count_updates(monkeypatch) -> dict[str, int]:
         optimizer.register_step_post_hook(lambda *_: counts.__setitem__(name, counts[name] + 1))
         return optimizer
 
-    score = trial.Scorer.score
+    score = gan.Scorer.score
 
     def scoring(self, sample):
         counts["at_eval"].append((counts["D"], counts["G"]))
         return score(self, sample)
 
-    monkeypatch.setattr(trial, "make_optimizer", counting)
-    monkeypatch.setattr(trial.Scorer, "score", scoring)
+    monkeypatch.setattr(gan, "make_optimizer", counting)
+    monkeypatch.setattr(gan.Scorer, "score", scoring)
     return counts
 
 
@@ -75,7 +81,7 @@ def test_a_d_steps_trial_resumes_to_the_same_metrics(tmp_path, monkeypatch):
     # trial must resume to exactly the uninterrupted metrics: the last G loss travels in the checkpoint.
     config = TrialConfig(**QUICK, loss="wgan_gp", n_disc=5, steps=80, count="d_steps", eval_steps=[50, 80])
     whole = run_trial(config, tmp_path / "whole")
-    score = trial.Scorer.score
+    score = gan.Scorer.score
     calls = []
 
     def crash_on_second(self, sample):
@@ -84,10 +90,10 @@ def test_a_d_steps_trial_resumes_to_the_same_metrics(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return score(self, sample)
 
-    monkeypatch.setattr(trial.Scorer, "score", crash_on_second)
+    monkeypatch.setattr(gan.Scorer, "score", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         run_trial(config, tmp_path / "resumed")
-    monkeypatch.setattr(trial.Scorer, "score", score)
+    monkeypatch.setattr(gan.Scorer, "score", score)
     resumed = run_trial(config, tmp_path / "resumed")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
     assert strip(resumed.rows) == strip(whole.rows)
@@ -96,7 +102,7 @@ def test_a_d_steps_trial_resumes_to_the_same_metrics(tmp_path, monkeypatch):
 def _count_generator_forwards(monkeypatch) -> list[torch.Tensor]:
     """Records the latent of every training-mode forward of G."""
     latents = []
-    build = trial.models.build
+    build = gan.models.build
 
     def recording(*args, **kwargs):
         G, D = build(*args, **kwargs)
@@ -104,7 +110,7 @@ def _count_generator_forwards(monkeypatch) -> list[torch.Tensor]:
                                     else None)
         return G, D
 
-    monkeypatch.setattr(trial.models, "build", recording)
+    monkeypatch.setattr(gan.models, "build", recording)
     return latents
 
 
@@ -126,7 +132,7 @@ def test_began_k_is_updated_after_every_step_unclipped_from_the_updated_networks
     # L(G(z))) with errors the updated networks make on the step's batch and z; k starts at 0 and is never clipped.
     recorded, d_inputs, nets = [], [], []
     update = losses.began_update_k
-    build = trial.models.build
+    build = gan.models.build
 
     def recording_build(*args, **kwargs):
         G, D = build(*args, **kwargs)
@@ -144,8 +150,8 @@ def test_began_k_is_updated_after_every_step_unclipped_from_the_updated_networks
         recorded.append((k, real_error, fake_error))
         return update(k, real_error, fake_error, gamma, lambda_k)
 
-    monkeypatch.setattr(trial.models, "build", recording_build)
-    monkeypatch.setattr(trial.losses, "began_update_k", spy)
+    monkeypatch.setattr(gan.models, "build", recording_build)
+    monkeypatch.setattr(gan.losses, "began_update_k", spy)
     gamma, lambda_k = 1.0, 5.0  # large enough for k to leave [0, 1] within three steps
     config = TrialConfig(**QUICK, loss="began", n_disc=5, steps=3, count="d_steps", eval_steps=[3],
                          began_gamma=gamma, began_lambda_k=lambda_k)
@@ -165,7 +171,7 @@ def test_rmsprop_is_tensorflow_1s():
     # tf.train.RMSPropOptimizer(lr): ms starts at 1, ms <- 0.9 ms + 0.1 g^2, w <- w - lr g / sqrt(ms + 1e-10).
     config = TrialConfig(**QUICK, loss="wgan", optimizer="rmsprop", lr=0.01).resolved()
     w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))
-    optimizer = trial.make_optimizer([w], config)
+    optimizer = kind.make_optimizer([w], config)
     expected, ms = w.detach().clone(), torch.ones(3, dtype=torch.float64)
     for g in ([0.5, -1.0, 4.0], [0.1, 0.2, -0.3]):
         g = torch.tensor(g, dtype=torch.float64)
@@ -174,7 +180,7 @@ def test_rmsprop_is_tensorflow_1s():
         ms = 0.9 * ms + 0.1 * g**2
         expected -= 0.01 * g / (ms + 1e-10).sqrt()
         assert torch.allclose(w.detach(), expected, rtol=1e-9, atol=0)
-    assert isinstance(trial.make_optimizer([w], TrialConfig(**QUICK).resolved()), torch.optim.Adam)
+    assert isinstance(kind.make_optimizer([w], TrialConfig(**QUICK).resolved()), torch.optim.Adam)
 
 
 # Each model's default configuration in the narrow study, as v1's params.py gives it (the paper's narrow range
