@@ -5,37 +5,139 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
+import re
 import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from bench import BenchError, EnvironmentFault
 
+if TYPE_CHECKING:
+    from bench.config import TrialConfig
 
-def _trial_config(args: argparse.Namespace):
+
+# The MetricsConfig fields that `gan-bench trial` sets; the others keep their defaults (a study sets them all).
+TRIAL_METRICS = ("extractor", "num_samples", "inception_weights")
+# The metavariables of `gan-bench trial --help` that are not the field's name in capitals (nor N, every integer's).
+_METAVARS = {"dataset": "NAME", "perceptual_net": "NET[:LAYER]", "inception_weights": "FILE"}
+
+
+def _one_value(annotation: Any) -> Any:
+    """The type of a config field that one command-line value sets: int, float, str, bool, Path or a Literal (X for
+    `X | None`); None for any other (a list, a dict, a nested config)."""
+    union = get_origin(annotation) in (Union, UnionType)
+    types = [t for t in get_args(annotation) if t is not type(None)] if union else [annotation]
+    if len(types) == 1 and (types[0] in (int, float, str, bool, Path) or get_origin(types[0]) is Literal):
+        return types[0]
+    return None
+
+
+def _flag_fields(config: type[BaseModel]) -> dict[str, FieldInfo]:
+    """The fields of `config` that `gan-bench trial` sets with a flag each: --NAME for field NAME."""
+    return {name: field for name, field in config.model_fields.items() if _one_value(field.annotation) is not None}
+
+
+def _one_of(names: list[str]) -> str:
+    """"a, b or c"."""
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _add_field_flag(parser: argparse.ArgumentParser, name: str, field: FieldInfo, flags: set[str],
+                    listing: str = "") -> None:
+    """--NAME, which sets the config field `name` to one value: its type, choices and help read from the field. Its
+    help is the field's description, with each `field` of `flags` written as its flag --field and "None: X" (what the
+    config does without a value) as "default: X", then `listing`, then the default. The parser's default is None, so
+    that a flag left out leaves the config's own default."""
+    from bench.config import HYPERPARAMETERS
+
+    kind = _one_value(field.annotation)
+    options: dict[str, Any] = {"default": None}
+    if get_origin(kind) is Literal:
+        options["choices"] = get_args(kind)
+    elif kind is bool:  # a switch that is off unless given; one that the loss decides can be turned off too
+        options["action"] = "store_true" if field.default is False else argparse.BooleanOptionalAction
+    elif kind is int:  # a count is refused before any work unless it is positive
+        positive = any(getattr(bound, "ge", 0) >= 1 or getattr(bound, "gt", -1) >= 0 for bound in field.metadata)
+        options.update(type=_positive_int if positive else int, metavar="N")
+    elif kind is float:
+        options["type"] = float
+    if name in _METAVARS:
+        options["metavar"] = _METAVARS[name]
+    text = re.sub(r"`(\w+)`", lambda word: f"--{word[1].replace('_', '-')}" if word[1] in flags else word[0],
+                  field.description or "").replace("None: ", "default: ") + listing
+    if field.default is None and name in HYPERPARAMETERS:
+        text += f" ({LOSS_DEFAULT})"
+    elif field.default is not None and field.default is not False and field.default is not PydanticUndefined:
+        text += f" (default: {field.default})"  # not `in`: a default of 0 == False is shown
+    parser.add_argument(f"--{name.replace('_', '-')}", help=text, **options)
+
+
+def _add_trial_flags(trial: argparse.ArgumentParser) -> None:
+    """The flags of `gan-bench trial` that make its TrialConfig, in the order of its fields: --NAME for each field
+    NAME of one value, its help read from the field and the registry it names; at the place of each other field,
+    the flags that give it."""
+    from bench import data, models, tasks
+    from bench.config import TRANSLATION_MODEL, TrialConfig
+    from bench.metrics import MetricsConfig
+
+    one_value = _flag_fields(TrialConfig)
+    flags = {*one_value, *TRIAL_METRICS}
+    listings = {"dataset": f": {_one_of(data.DATASETS.names())}",
+                "model": f": {_one_of(models.MODELS.names())}; {TRANSLATION_MODEL} for an image-to-image --task (its "
+                         "default there)"}
+    for name, field in TrialConfig.model_fields.items():
+        if name in one_value:
+            _add_field_flag(trial, name, field, flags, listings.get(name, ""))
+        elif name == "dataset_options":
+            trial.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                               help="a dataset option, e.g. path=/data/faces for --dataset folder (repeatable)")
+        elif name == "task":
+            trial.add_argument("--task", help="an image-to-image task made from the dataset: "
+                               f"{_one_of(tasks.TASKS.names())} (see `gan-bench losses`); default: unconditional "
+                               "generation")
+            trial.add_argument("--unpaired", action="store_true", help="train the --task without pairs (CycleGAN / "
+                               "CUT); scored on the true pairs")
+            trial.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                               help="an option of the --task, e.g. factor=4 for superres (repeatable)")
+        elif name == "eval_steps":
+            trial.add_argument("--eval-every", type=_positive_int, metavar="N",
+                               help="score every N steps and at the last (default: at the last step only)")
+        elif name == "loss_params":
+            trial.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
+                               help="a custom loss's own hyperparameter (one of its keyword arguments; repeatable)")
+        elif name == "terms":
+            trial.add_argument("--term", action="append", default=[], metavar="NAME[=WEIGHT]",
+                               help="a loss term added to G's or D's loss, weight 1 unless given, e.g. "
+                                    "feature_matching=0.5 (repeatable; see `gan-bench losses`)")
+        elif name == "metrics":
+            for metric in TRIAL_METRICS:
+                _add_field_flag(trial, metric, MetricsConfig.model_fields[metric], flags)
+
+
+def _trial_config(args: argparse.Namespace) -> TrialConfig:
     from bench.config import MAX_EVALUATIONS, TrialConfig
 
-    fields = {name: getattr(args, name) for name in (
-        "dataset", "image_size", "loss", "steps", "batch_size", "z_dim", "z_dist", "lr", "beta1", "beta2",
-        "n_disc", "gp_lambda", "clip", "began_gamma", "began_lambda_k", "r1_gamma", "d_batchnorm", "optimizer", "init",
-        "count", "seed", "device", "threads", "amp", "perceptual_net")}
+    # A flag left out is None: the config's own default applies.
+    fields = {name: getattr(args, name) for name in _flag_fields(TrialConfig)}
     if args.eval_every is not None:
-        if args.steps // args.eval_every > MAX_EVALUATIONS:  # before the list of steps is built: it may not fit
-            raise BenchError(f"--eval-every: {args.steps // args.eval_every:,} evaluations of a {args.steps:,}-step "
+        steps = args.steps if args.steps is not None else TrialConfig.model_fields["steps"].default
+        if steps // args.eval_every > MAX_EVALUATIONS:  # before the list of steps is built: it may not fit
+            raise BenchError(f"--eval-every: {steps // args.eval_every:,} evaluations of a {steps:,}-step "
                              f"trial; at most {MAX_EVALUATIONS:,}")
-        fields["eval_steps"] = sorted(set(range(args.eval_every, args.steps + 1, args.eval_every)) | {args.steps})
+        fields["eval_steps"] = sorted(set(range(args.eval_every, steps + 1, args.eval_every)) | {steps})
     fields["dataset_options"] = _key_values(args.dataset_option, "--dataset-option")
     if args.task is not None:
         fields["task"] = {"task": args.task, "unpaired": args.unpaired,
                           "options": _key_values(args.task_option, "--task-option")}
     elif args.unpaired or args.task_option:
         raise BenchError(f"{'--unpaired' if args.unpaired else '--task-option'}: give the task with --task")
-    fields["model"] = args.model
     fields["loss_params"] = _key_values(args.loss_param, "--loss-param")
     fields["terms"] = []
     for given in args.term:  # NAME or NAME=WEIGHT: the term, and its weight w_NAME (default 1)
@@ -43,7 +145,7 @@ def _trial_config(args: argparse.Namespace):
         fields["terms"].append(name)
         if sep:
             fields["loss_params"].update({f"w_{k}": v for k, v in _key_values([given], "--term").items()})
-    metrics = {"extractor": args.extractor, "num_samples": args.num_samples, "inception_weights": args.inception_weights}
+    metrics = {name: getattr(args, name) for name in TRIAL_METRICS}
     return TrialConfig(**{k: v for k, v in fields.items() if v is not None},
                        metrics={k: v for k, v in metrics.items() if v is not None})
 
@@ -51,8 +153,9 @@ def _trial_config(args: argparse.Namespace):
 def cmd_trial(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from bench.prefetch import use_data_root
+    from bench.data import use_data_root
     from bench.config import folder_name
+    from bench.results_folder import check_writable
     from bench.trial import run_trial
 
     use_data_root(args.data_root)
@@ -62,7 +165,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         out = Path("results") / "trials" / folder_name(f"{config.dataset}-{config.loss}-{digest.hexdigest()[:8]}")
     else:
         out = Path(args.out)
-    _check_writable(out, "--out")
+    check_writable(out, "--out")
     result = run_trial(config, out, progress=not args.no_progress)
     on = f"{config.dataset} ({config.task.label})" if config.task else config.dataset
     print(f"\n{config.loss} on {on}: {result.status} after {result.steps_done} steps "
@@ -76,20 +179,19 @@ def cmd_trial(args: argparse.Namespace) -> int:
 def cmd_losses(args: argparse.Namespace) -> int:
     from bench import losses, tasks, terms
 
-    for name in losses.names():
-        spec = losses.get(name)
+    for name, spec in losses.LOSSES.items():
         defaults = ", ".join(f"{k} {v}" for k, v in spec.defaults.items())
-        print(f"{name:10} {spec.description}" + (f" (defaults: {defaults})" if defaults else ""))
+        print(f"{name:10} {losses.LOSSES.description(name)}" + (f" (defaults: {defaults})" if defaults else ""))
     print(f"{'MODULE:FN':10} a custom loss: imports the module and calls FN(real_scores, fake_scores, **its own "
           "keyword arguments), which --loss-param sets")
     print("\nterms, added to a loss with weight w_<term> (--term NAME[=WEIGHT]; in a study, a composite loss's "
           "g_terms / d_terms):")
-    for term in terms.TERMS.values():
-        print(f"{term.name:18} {term.acts_on.upper()}: {term.description}")
+    for name, term in terms.TERMS.items():
+        print(f"{name:18} {term.acts_on.upper()}: {terms.TERMS.description(name)}")
     print("\nimage-to-image tasks (a study's dataset entry {name, task, dataset, unpaired, options}; trial --task):")
-    for task in tasks.TASKS.values():
+    for name, task in tasks.TASKS.items():
         options = ", ".join(f"{k} {v}" for k, v in task.options.items())
-        print(f"{task.name:18} {task.description}" + (f" (options: {options})" if options else ""))
+        print(f"{name:18} {tasks.TASKS.description(name)}" + (f" (options: {options})" if options else ""))
     return 0
 
 
@@ -97,39 +199,17 @@ def _results_dir(study, args: argparse.Namespace) -> Path:
     return Path(args.results) if args.results else Path("results") / study.name
 
 
-def _check_writable(folder: Path, flag: str) -> None:
-    """Refuses, before any work, an output folder that cannot be made: a file in its place, or a nearest existing
-    folder this user cannot write in. Tried for real with a probe file, since os.access says yes to root on a
-    read-only file system and knows nothing of ACLs or quotas."""
-    import tempfile
-
-    existing = folder
-    try:
-        # The folder itself if it exists, else the ancestor that mkdir would write in (`.` if the working folder is
-        # gone: the probe then fails).
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if existing.exists() and not existing.is_dir():
-            what = "is a file" if existing == folder else f"is inside {existing}, a file"
-            raise BenchError(f"{folder}: {what}, not a folder; choose another folder with {flag}")
-        descriptor, probe = tempfile.mkstemp(prefix=".gan-bench-probe-", dir=existing)
-        os.close(descriptor)
-        os.unlink(probe)
-    except OSError as error:
-        raise BenchError(f"{folder}: cannot write in {existing} ({error.strerror}); choose another folder with "
-                         f"{flag}") from None
-
-
 def _check_storage(study, study_file: str) -> None:
     """Connects once to the study's database, so that a server that cannot be reached (or a SQLite file in a missing
     folder) is one line before the results folder is made, not a traceback after it."""
     if study.storage is None:
         return
+    from bench.results_folder import check_writable
     from bench.study import JOURNAL_URL
 
     if study.storage.startswith(JOURNAL_URL):  # a journal file: its folder must be there and writable
         journal = Path(study.storage[len(JOURNAL_URL):])
-        _check_writable(journal.parent, f"{study_file}: storage")
+        check_writable(journal.parent, f"{study_file}: storage")
         if journal.is_dir():
             raise BenchError(f"{study_file}: storage: {journal} is a folder; name a journal file")
         return
@@ -148,18 +228,20 @@ def _check_storage(study, study_file: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from bench.plan import Plan
     from bench.study import load_study
 
     study = load_study(Path(args.study))
-    search = study.plan("search")
+    plan = Plan(study)
+    search = plan.parts("search")
     print(f"{args.study}: valid study {study.name!r}: {len(search)} (dataset, loss) pairs, "
           f"{sum(p.trials for p in search)} search trials of {_steps(study)} steps, "
           f"{len(study.seeds)} seed(s) each, sampler {study.sampler.name}, executor {study.executor.name}")
     if "confirm" in study.stages:
-        confirm = study.plan("confirm")
+        confirm = plan.parts("confirm")
         print(f"  then a confirm stage: the best configuration of each pair with {study.confirm.runs} seeds "
               f"({sum(p.trials for p in confirm)} trials)")
-    for part in study.plan():
+    for part in plan.parts():
         print(f"  {part.stage:8} {part.dataset:14} {part.loss:12} {part.trials} trials")
     unit = {"d_steps": "D updates (the paper's count)", "g_steps": "G updates"}[study.budget.count]
     print(f"  a step is one of the {unit}; updates per trial:")
@@ -173,7 +255,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _updates(study, steps: int) -> list[tuple[int, int, int]]:
     """(n_disc, D updates, G updates) for every n_disc a trial of the study can have (searched, fixed or default)."""
     from bench import losses
-    from bench.runner import default_sample, distributions
+    from bench.plan import default_sample, distributions
     from bench.config import FALLBACK_DEFAULTS, g_updates
 
     values = set()
@@ -204,19 +286,17 @@ def _steps(study) -> str:
 
 
 def _executor(study, args: argparse.Namespace):
-    """The study's executor, or the other kind if --executor asks for it (with that kind's defaults)."""
-    from bench.study import LocalExecutor, SlurmExecutor
+    """The study's executor, or the kind --executor names (with that kind's defaults), with --workers over its own
+    count."""
+    from bench.executors import EXECUTORS
 
-    executor = study.executor
-    if args.executor == "slurm" and not isinstance(executor, SlurmExecutor):
-        executor = SlurmExecutor(name="slurm", workers=args.workers or executor.workers, cpus_per_task=study.threads)
-    elif args.executor == "local" and not isinstance(executor, LocalExecutor):
-        executor = LocalExecutor(workers=args.workers or 1)
-    elif args.workers and isinstance(executor, SlurmExecutor):
-        executor = executor.model_copy(update={"workers": args.workers})
-    if args.detach and not isinstance(executor, SlurmExecutor):
-        raise BenchError("--detach: only a SLURM study can detach (executor slurm, or --executor slurm)")
-    return executor
+    name = args.executor or study.executor.name
+    kind = EXECUTORS.get(name)
+    if args.detach and not kind.detaches:
+        can = " or ".join(n for n, k in EXECUTORS.items() if k.detaches)
+        raise BenchError(f"--detach: only a {can} study can detach (executor {can}, or --executor {can})")
+    settings = study.executor if name == study.executor.name else kind.defaults(study, args.workers)
+    return kind(settings, args.workers)
 
 
 def _stages(study, args: argparse.Namespace) -> list[str]:
@@ -228,62 +308,56 @@ def _stages(study, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from bench import executors, prefetch, report, runner
-    from bench.io import atomic_write_text
-    from bench.study import SlurmExecutor, load_study
+    from bench import data, prefetch, report, results_folder
+    from bench.confirm import check_confirm_source
+    from bench.plan import Plan
+    from bench.storage import check_ownership, open_storage
+    from bench.study import load_study
+    from bench.tallies import counts
 
     study = load_study(Path(args.study))
     stages = _stages(study, args)
     executor = _executor(study, args)
-    if isinstance(executor, SlurmExecutor):
-        executors.check_slurm(executor)  # before anything is written or submitted
+    executor.check()  # before anything is written or submitted
     results_dir = _results_dir(study, args)
-    _check_writable(results_dir, "--results")
-    runner.check_results_dir(study, results_dir)
-    if executors.driver_running(results_dir):  # said at once, before the data and storage checks
-        raise BenchError(executors.second_driver(results_dir))
+    results_folder.check_writable(results_dir, "--results")
+    results_folder.check_results_dir(study, results_dir)
+    if results_folder.driver_running(results_dir):  # said at once, before the data and storage checks
+        raise BenchError(results_folder.second_driver(results_dir))
     if "confirm" in stages and study.confirm.source is not None:
-        runner.check_confirm_source(study)
-    prefetch.use_data_root(args.data_root or study.data_root)
+        check_confirm_source(study)
+    data.use_data_root(args.data_root or study.data_root)
     prefetch.check(study, args.study)
     _check_storage(study, args.study)
-    runner.check_ownership(study, results_dir)  # another study of this name in the storage: refused before any work
+    check_ownership(study, results_dir)  # another study of this name in the storage: refused before any work
     prefetch.prepare(study, download=False, log=lambda line: None)
     results_dir.mkdir(parents=True, exist_ok=True)
-    with executors.driving(results_dir):  # before study.yaml: a second driver must not rewrite the first one's
-        atomic_write_text(results_dir / "study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
-        _warn_space(study, results_dir, stages, args.workers or executor.workers)
-        if isinstance(executor, SlurmExecutor):
-            for stage in stages:
-                if executors.stage_finished(study, results_dir, stage):
-                    continue
-                job_id = executors.run_slurm(study, results_dir, stage, executor, args.detach, not args.no_progress,
-                                             args.retry_failed)
-                if args.detach:
-                    later = " (then run this command again for the next stage)" if stage != stages[-1] else ""
-                    print(f"detached: follow with `gan-bench status {results_dir} --wait`{later}; "
-                          f"cancel with `scancel {job_id}`")
-                    return 0
-        else:
-            for stage in stages:
-                executors.run_local(study, results_dir, stage, args.workers, progress=not args.no_progress,
-                                    retry_failed=args.retry_failed)
-        print(runner.counts(study, runner.open_storage(study, results_dir)).to_string(index=False))
+    plan = Plan(study)
+    with results_folder.driving(results_dir):  # before study.yaml: a second driver must not rewrite the first one's
+        results_folder.write_study(results_dir, study)
+        _warn_space(plan, results_dir, stages, executor.worker_count())
+        for stage in stages:
+            cancel = executor.run(plan, results_dir, stage, progress=not args.no_progress,
+                                  retry_failed=args.retry_failed, detach=args.detach)
+            if cancel is not None:  # detached: its workers run on
+                later = " (then run this command again for the next stage)" if stage != stages[-1] else ""
+                print(f"detached: follow with `gan-bench status {results_dir} --wait`{later}; {cancel}")
+                return 0
+        print(counts(plan, open_storage(study, results_dir)).to_string(index=False))
         paths = report.write_report(results_dir)
     print(f"results: {results_dir / 'results.csv'}\nreport:  " + "\n         ".join(str(p) for p in paths))
     return 0
 
 
-def _warn_space(study, results_dir: Path, stages: list[str], workers: int) -> None:
+def _warn_space(plan, results_dir: Path, stages: list[str], workers: int) -> None:
     """One line on stderr if the results folder has less space free than the run needs (about)."""
     import shutil
 
-    from bench import runner
     from bench.io import human_bytes
+    from bench.storage import open_storage
+    from bench.tallies import space_needed
 
-    needed, trials = runner.space_needed(study, runner.open_storage(study, results_dir), stages, workers)
+    needed, trials = space_needed(plan, open_storage(plan.study, results_dir), stages, workers)
     free = shutil.disk_usage(results_dir).free
     if free < needed:
         print(f"gan-bench: warning: {results_dir} has {human_bytes(free)} free, and this run needs about "
@@ -305,7 +379,7 @@ def _key_values(values: list[str], flag: str) -> dict[str, Any]:
 
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
-    from bench import prefetch
+    from bench import data, prefetch
 
     named = bool(args.dataset) or args.inception or bool(args.vgg)
     if (args.study is None) != named:
@@ -314,7 +388,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     if (args.dataset_option or args.image_size is not None) and not args.dataset:
         raise BenchError("--dataset-option, --image-size: only with --dataset (a study sets its own)")
     if args.study is None:
-        prefetch.use_data_root(args.data_root)
+        data.use_data_root(args.data_root)
         options = _key_values(args.dataset_option, "--dataset-option")
         prefetch.fetch(args.dataset, options, args.image_size, args.inception, args.vgg)
         print("everything is in place; `gan-bench trial` can use it offline")
@@ -322,7 +396,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     from bench.study import load_study
 
     study = load_study(Path(args.study))
-    prefetch.use_data_root(args.data_root or study.data_root)
+    data.use_data_root(args.data_root or study.data_root)
     prefetch.prepare(study, download=True)
     print(f"{args.study}: everything is in place; compute nodes can run the study offline")
     return 0
@@ -330,63 +404,67 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 
 def _saved_study(results_dir: Path):
     """The study of a results folder, checked to own its name in its storage: its tables show its own trials only."""
-    from bench import runner
+    from bench.results_folder import STUDY_FILE
+    from bench.storage import check_ownership
     from bench.study import load_study
 
-    if not (results_dir / "study.yaml").is_file():
-        raise BenchError(f"{results_dir}: not a results folder (no study.yaml)")
-    study = load_study(results_dir / "study.yaml")
-    runner.check_ownership(study, results_dir)
+    if not (results_dir / STUDY_FILE).is_file():
+        raise BenchError(f"{results_dir}: not a results folder (no {STUDY_FILE})")
+    study = load_study(results_dir / STUDY_FILE)
+    check_ownership(study, results_dir)
     return study
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bench import executors, report, runner
+    from bench import executors, report
+    from bench.plan import Plan
+    from bench.storage import open_storage
+    from bench.tallies import counts, failures, results_table
 
     results_dir = Path(args.results_dir)
     study = _saved_study(results_dir)
-    jobs = executors.submitted_jobs(results_dir)
+    plan = Plan(study)
     if args.wait:
-        if jobs and executors.array_active(jobs[-1]["job_id"]):  # re-attach to a detached SLURM run
-            job = jobs[-1]
-            executors.follow(study, results_dir, job["stage"], lambda: executors.array_active(job["job_id"]),
-                             progress=True)
-        elif executors.driver_running(results_dir):  # a local run in another terminal: follow every stage
-            executors.follow(study, results_dir, None, lambda: executors.driver_running(results_dir), progress=True)
+        # A detached run (a SLURM array), or a run in another terminal (every stage while its driver runs).
+        following = executors.in_progress(results_dir)
+        if following is not None:
+            stage, running = following
+            executors.follow(plan, results_dir, stage, running, progress=True)
         else:
             print(f"{results_dir}: no run is in progress", file=sys.stderr)
-        if not runner.results_table(study, runner.open_storage(study, results_dir)).empty:
+        if not results_table(plan, open_storage(study, results_dir)).empty:
             report.write_report(results_dir)
-    storage = runner.open_storage(study, results_dir)
-    table = runner.counts(study, storage)
+    storage = open_storage(study, results_dir)
+    table = counts(plan, storage)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    for line in runner.failures(study, storage):
+    for line in failures(plan, storage):
         print(f"failed: {line}")
     if int(table["failed"].sum()):
         print("`gan-bench run STUDY.yaml --retry-failed` queues the failed trials again")
     stale = int(table["stale"].sum())
     if stale:
         print(f"{stale} trials are stale (their worker is gone); `gan-bench run` on this study queues them again")
-    for job in jobs:
-        active = executors.active_tasks(job["job_id"])
-        ended = ", ".join(f"{n} {state}" for state, n in executors.task_states(job["job_id"]).items())
-        print(f"SLURM array job {job['job_id']} ({job['stage']}, {job['tasks']} tasks): {active} queued or running"
-              f"{'; ' + ended if ended else ''}; logs in {job['log_dir']}")
+    for line in executors.status_lines(results_dir):
+        print(line)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench import report, runner
+    from bench import report
+    from bench.plan import Plan
+    from bench.results_folder import STUDY_FILE
+    from bench.storage import open_storage
+    from bench.tallies import write_results
 
     results_dir = Path(args.results_dir)
     try:
         paths = report.write_report(results_dir, args.reference)
     except report.DamagedResults as error:
-        if not (results_dir / "study.yaml").is_file():
-            raise BenchError(f"{error}; no study.yaml beside it to rebuild it from") from None
+        if not (results_dir / STUDY_FILE).is_file():
+            raise BenchError(f"{error}; no {STUDY_FILE} beside it to rebuild it from") from None
         # results.csv is only a view of the study's storage, which keeps every finished trial: write it again.
         study = _saved_study(results_dir)
-        runner.write_results(study, runner.open_storage(study, results_dir), results_dir)
+        write_results(Plan(study), open_storage(study, results_dir), results_dir)
         print(f"gan-bench: {error}; rebuilt it from the study's storage", file=sys.stderr)
         paths = report.write_report(results_dir, args.reference)
     for path in paths:
@@ -460,74 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=summary, description=description or summary, **options)
 
     trial = command("trial", "train and score one configuration")
-    trial.add_argument("--dataset", default="digits", metavar="NAME",
-                       help="digits, mnist5k, polygons, mnist, fashion_mnist, cifar10, celeba or folder")
-    trial.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="a dataset option, e.g. path=/data/faces for --dataset folder (repeatable)")
-    trial.add_argument("--loss", default="ns_gan", help="a name from `gan-bench losses`, or package.module:function")
-    trial.add_argument("--steps", type=_positive_int, default=500, metavar="N",
-                       help="training steps, counted as --count says")
-    trial.add_argument("--count", choices=["g_steps", "d_steps"],
-                       help="what a step is: g_steps: n_disc D updates and one G update; d_steps (the paper's): one "
-                            "D update, with G updated on the first and every n_disc-th (default: g_steps)")
-    trial.add_argument("--model", help="mlp, infogan or dcgan (default: mlp); unet for an image-to-image --task "
-                       "(its default there)")
-    trial.add_argument("--task", help="an image-to-image task made from the dataset: superres, inpaint, denoise, "
-                       "edges or colorize (see `gan-bench losses`); default: unconditional generation")
-    trial.add_argument("--unpaired", action="store_true", help="train the --task without pairs (CycleGAN / CUT); "
-                       "scored on the true pairs")
-    trial.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="an option of the --task, e.g. factor=4 for superres (repeatable)")
-    trial.add_argument("--image-size", type=_positive_int, metavar="N",
-                       help="square image side (default: the dataset's, e.g. 28 for mnist)")
-    trial.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per batch (default: 64)")
-    trial.add_argument("--z-dim", type=_positive_int, metavar="N", help="latent dimension (default: 64)")
-    trial.add_argument("--z-dist", choices=["uniform", "normal"],
-                       help="latent distribution: U[-1, 1] or N(0, I) (default: uniform; the vae always uses normal)")
-    trial.add_argument("--lr", type=float, help=f"learning rate of both networks ({LOSS_DEFAULT})")
-    trial.add_argument("--beta1", type=float, help=f"Adam's beta1 ({LOSS_DEFAULT})")
-    trial.add_argument("--beta2", type=float, help=f"Adam's beta2 ({LOSS_DEFAULT})")
-    trial.add_argument("--n-disc", type=_positive_int, metavar="N",
-                       help=f"discriminator steps per generator step ({LOSS_DEFAULT})")
-    trial.add_argument("--gp-lambda", type=float, help=f"WGAN-GP / DRAGAN penalty weight ({LOSS_DEFAULT})")
-    trial.add_argument("--clip", type=float, help=f"WGAN weight clipping bound ({LOSS_DEFAULT})")
-    trial.add_argument("--began-gamma", type=float, help=f"BEGAN's diversity ratio gamma ({LOSS_DEFAULT})")
-    trial.add_argument("--began-lambda-k", type=float, help=f"BEGAN's learning rate of k ({LOSS_DEFAULT})")
-    trial.add_argument("--r1-gamma", type=float, help=f"R1 penalty weight, 0: off ({LOSS_DEFAULT})")
-    trial.add_argument("--d-batchnorm", action=argparse.BooleanOptionalAction, default=None,
-                       help=f"batch norm in the discriminator ({LOSS_DEFAULT})")
-    trial.add_argument("--optimizer", choices=["adam", "rmsprop"],
-                       help=f"adam, or rmsprop as TF1 had it (the paper's Adam-vs-RMSProp WGAN experiment) "
-                            f"({LOSS_DEFAULT})")
-    trial.add_argument("--init", choices=["model", "compare_gan", "pytorch"],
-                       help="weight initialisation: the model's own (infogan: compare_gan's), compare_gan v1's "
-                            "N(0, 0.02) and TF batch norm, or PyTorch's layer defaults (default: model)")
-    trial.add_argument("--eval-every", type=_positive_int, metavar="N",
-                       help="score every N steps and at the last (default: at the last step only)")
-    trial.add_argument("--extractor", choices=["domain", "inception"],
-                       help="features of FID and KID: a classifier trained on the dataset's labels, or torch-fidelity's"
-                            " Inception (fetch its weights with `gan-bench prefetch --inception`) (default: domain)")
-    trial.add_argument("--inception-weights", metavar="FILE",
-                       help="local weights file of torch-fidelity's inception-v3-compat (default: where `gan-bench "
-                            "prefetch --inception` puts it, under $GAN_BENCH_CACHE, else ~/.cache/gan-bench)")
-    trial.add_argument("--num-samples", type=_positive_int, metavar="N",
-                       help="generated samples per evaluation (default: 1000)")
-    trial.add_argument("--term", action="append", default=[], metavar="NAME[=WEIGHT]",
-                       help="a loss term added to G's or D's loss, weight 1 unless given, e.g. feature_matching=0.5 "
-                            "(repeatable; see `gan-bench losses`)")
-    trial.add_argument("--perceptual-net", metavar="NET[:LAYER]",
-                       help="the fixed network of a term that needs one (perceptual): domain, the dataset's domain "
-                            "classifier; or vgg16 / vgg19, ImageNet VGG cut after LAYER (default relu3_3, e.g. "
-                            "vgg16:relu2_2), from the weights file `gan-bench prefetch --vgg NET` fetches (default: "
-                            "domain)")
-    trial.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
-                       help="a custom loss's own hyperparameter (one of its keyword arguments; repeatable)")
-    trial.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the batches and the latents")
-    trial.add_argument("--threads", type=_positive_int, metavar="N",
-                       help="torch's CPU threads (default: torch's own, all cores); results are bit-identical only "
-                            "at the same thread count")
-    trial.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda or cuda:N")
-    trial.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (CUDA only)")
+    _add_trial_flags(trial)
     trial.add_argument("--data-root", metavar="DIR", help=f"raw datasets and their caches (default: "
                                                           f"{DATA_ROOT_DEFAULT})")
     trial.add_argument("--out", metavar="DIR", help="output folder (default: results/trials/DATASET-LOSS-CONFIGHASH)")
@@ -590,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "reference/lucic2018_best_fid.csv beside the results folder, else gan-bench's own)")
     reporting.set_defaults(func=cmd_report)
 
-    listing = command("losses", "list the registered losses")
+    listing = command("losses", "list the registered losses, loss terms and image-to-image tasks")
     listing.set_defaults(func=cmd_losses)
     return parser
 

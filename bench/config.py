@@ -100,16 +100,14 @@ class TrialConfig(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        if name not in data.names():
-            raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(data.names())}")
+        data.check_name(name)
         return name
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        if name not in [*models.names(), TRANSLATION_MODEL]:
-            raise ValueError(f"unknown model {name!r}; valid: {', '.join(models.names())}, or {TRANSLATION_MODEL} "
-                             "(image-to-image tasks)")
+        if name not in models.MODELS and name != TRANSLATION_MODEL:
+            raise ValueError(f"{models.MODELS.unknown(name)}, or {TRANSLATION_MODEL} (image-to-image tasks)")
         return name
 
     @field_validator("perceptual_net")
@@ -168,7 +166,7 @@ class TrialConfig(BaseModel):
             raise ValueError(f"eval_steps must be a non-empty list of steps in 1..{self.steps}")
         size = self.image_size or data.default_size(self.dataset)
         if self.task is None:
-            models.MODELS[self.model].check_shape((1, size, size))
+            models.MODELS.get(self.model).check_shape((1, size, size))
         return self
 
     @property

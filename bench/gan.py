@@ -57,7 +57,7 @@ class GanTrial(TrialKind):
             warnings.warn("amp is for CUDA only (bfloat16 autocast is ~15× slower on CPU): training in float32")
         self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
         self.spec = spec = losses.get(config.loss)
-        self.penalty = penalties.get(spec.penalty) if spec.penalty else None
+        self.penalty = penalties.PENALTIES.get(spec.penalty) if spec.penalty else None
         self.adversarial_params = {name: config.loss_params[name] for name in spec.params}
         self.g_terms = [name for name in config.terms if terms.get(name).acts_on == "g"]
         self.d_terms = [name for name in config.terms if terms.get(name).acts_on == "d"]

@@ -12,28 +12,20 @@ so does the paper's VAE baseline, whose "discriminator" is its encoder.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
-import os
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench import BenchError
 from bench.models import DiscriminatorKind
+from bench.registry import Registry, UnknownName
 
 LossFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-
-
-class UnknownLossError(BenchError):
-    """The loss name is neither registered nor an importable package.module:function."""
 
 
 def mm_gan(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
@@ -275,11 +267,6 @@ HYPERPARAMETERS = ("lr", "beta1", "beta2", "n_disc", "gp_lambda", "clip", "began
 # Read by every loss: the optimiser's settings (RMSProp ignores the betas, as in the paper's code) and batch norm in
 # whatever sits in D's place.
 COMMON_HYPERPARAMETERS = ("lr", "beta1", "beta2", "optimizer", "d_batchnorm")
-# Where custom loss modules are imported from, besides the current folder: a study file's folder is added when the
-# study is loaded. An environment variable, so that worker processes and SLURM tasks find the same modules.
-LOSS_PATH_VARIABLE = "GAN_BENCH_LOSS_PATH"
-
-
 @dataclass(frozen=True)
 class LossSpec:
     name: str
@@ -325,87 +312,87 @@ def _defaults(**values: float | int | bool | str) -> Mapping[str, float | int | 
 _ADAM = dict(lr=2e-4, beta1=0.5, beta2=0.999, n_disc=1)
 _V1_GAN = dict(lr=5e-5, beta1=0.0, beta2=0.999, n_disc=1, d_batchnorm=True)  # params.py lines 111-113
 
-LOSSES: dict[str, LossSpec] = {
-    spec.name: spec
-    for spec in [
-        LossSpec("mm_gan", mm_gan, "minimax GAN: G minimises log(1 - D(G(z)))", defaults=_defaults(**_V1_GAN)),
-        LossSpec("ns_gan", ns_gan, "non-saturating GAN: G maximises log D(G(z))", defaults=_defaults(**_V1_GAN)),
-        LossSpec("lsgan", lsgan, "least squares on D's sigmoid output, targets 1 and 0 (the paper's LSGAN)",
-                 defaults=_defaults(lr=2e-4, beta1=0.5, beta2=0.999, n_disc=1, d_batchnorm=True)),  # lines 127-129
-        LossSpec("lsgan_raw", lsgan_raw, "least squares on D's raw score, targets 1 and 0 (Mao et al.'s LSGAN)",
-                 defaults=_defaults(lr=2e-4, beta1=0.5, beta2=0.999, n_disc=1, d_batchnorm=True)),
-        LossSpec(
-            "wgan",
-            wgan,
-            "Wasserstein GAN with weight clipping",
-            weight_clip=True,
-            defaults=_defaults(lr=5e-5, beta1=0.5, beta2=0.999, n_disc=5, d_batchnorm=True, clip=0.01),  # 146-150
-        ),
-        LossSpec(
-            "wgan_gp",
-            wgan,
-            "Wasserstein GAN with a gradient penalty on real-fake interpolates",
-            penalty="wgan_gp",
-            resample_before_g=True,  # gans/WGAN_GP.py lines 111-112
-            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=5, d_batchnorm=False, gp_lambda=10.0),
-        ),
-        LossSpec(
-            "dragan",
-            ns_gan,
-            "non-saturating GAN with a gradient penalty around the real data",
-            penalty="dragan",
-            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=1, d_batchnorm=True, gp_lambda=10.0),
-        ),
-        LossSpec("hinge", hinge, "hinge loss with margin 1", defaults=_defaults(**_ADAM)),
-        LossSpec("kl", kl, "f-GAN estimating KL(real || fake); G maximises E g_f(D(G(z)))",
-                 defaults=_defaults(**_ADAM)),
-        LossSpec("reverse_kl", reverse_kl, "f-GAN estimating KL(fake || real); G maximises E g_f(D(G(z)))",
-                 defaults=_defaults(**_ADAM)),
-        LossSpec("pearson", pearson, "f-GAN estimating Pearson chi^2(real || fake); G maximises E g_f(D(G(z)))",
-                 defaults=_defaults(**_ADAM)),
-        LossSpec("hellinger", hellinger, "f-GAN estimating the squared Hellinger distance; G maximises E g_f(D(G(z)))",
-                 defaults=_defaults(**_ADAM)),
-        LossSpec("js", js, "f-GAN estimating 2 x Jensen-Shannon; G maximises E g_f(D(G(z)))",
-                 defaults=_defaults(**_ADAM)),
-        LossSpec("rsgan", rsgan, "relativistic standard GAN: is a real sample more real than its paired fake?",
-                 g_reads_real=True, defaults=_defaults(**_ADAM)),
-        LossSpec("rasgan", rasgan, "relativistic average standard GAN: scores against the other batch's mean score",
-                 g_reads_real=True, defaults=_defaults(**_ADAM)),
-        LossSpec("ralsgan", ralsgan, "relativistic average least squares: targets +1/-1 against the other batch's mean",
-                 g_reads_real=True, defaults=_defaults(**_ADAM)),
-        LossSpec("rahinge", rahinge, "relativistic average hinge: margin 1 against the other batch's mean score",
-                 g_reads_real=True, defaults=_defaults(**_ADAM)),
-        LossSpec(
-            "began",
-            None,
-            "boundary equilibrium GAN: autoencoder D balanced by a control variable k",
-            discriminator="autoencoder",
-            defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=5, d_batchnorm=False, began_gamma=0.75,
-                               began_lambda_k=1e-3),  # params.py lines 231-237
-        ),
-        # The paper's non-adversarial baseline, listed as a loss so it sits in the same tables. One step is one
-        # Adam update of encoder and decoder together, so n_disc, the penalties and r1_gamma do not apply;
-        # d_batchnorm puts batch norm in the encoder as in D. The encoder's KL term is reported as d_loss and the
-        # decoder's reconstruction term as g_loss.
-        LossSpec(
-            "vae",
-            None,
-            "VAE baseline: Gaussian encoder as D, Bernoulli decoder as G; d_loss = KL, g_loss = reconstruction",
-            discriminator="encoder",
-            latent="normal",  # the prior: decoding z ~ N(0, I) is how a VAE samples
-            defaults=_defaults(lr=5e-5, beta1=0.5, beta2=0.999, d_batchnorm=True),  # params.py 63-74, 209-210
-        ),
-        # No adversarial part: an image-to-image loss made of its terms alone (L1, SSIM, ... regression), the
-        # baseline every adversarial combination has to beat. pix2pix's Adam settings (Isola et al. 2017, §4).
-        LossSpec("none", None, "no adversarial loss and no D: the terms alone (image-to-image tasks only)",
-                 discriminator="none", defaults=_defaults(lr=2e-4, beta1=0.5, beta2=0.999)),
-    ]
-}
+LOSSES: Registry[LossSpec] = Registry("loss", lambda name, fn: custom_loss(name, fn), "package.module:function")  # `gan-bench losses` lists them in this order
 
 
-def names() -> list[str]:
-    """The registered loss names, in listing order."""
-    return list(LOSSES)
+def _add(*specs: LossSpec) -> None:
+    for spec in specs:
+        LOSSES.add(spec.name, spec, spec.description)
+
+
+_add(
+    LossSpec("mm_gan", mm_gan, "minimax GAN: G minimises log(1 - D(G(z)))", defaults=_defaults(**_V1_GAN)),
+    LossSpec("ns_gan", ns_gan, "non-saturating GAN: G maximises log D(G(z))", defaults=_defaults(**_V1_GAN)),
+    LossSpec("lsgan", lsgan, "least squares on D's sigmoid output, targets 1 and 0 (the paper's LSGAN)",
+             defaults=_defaults(lr=2e-4, beta1=0.5, beta2=0.999, n_disc=1, d_batchnorm=True)),  # lines 127-129
+    LossSpec("lsgan_raw", lsgan_raw, "least squares on D's raw score, targets 1 and 0 (Mao et al.'s LSGAN)",
+             defaults=_defaults(lr=2e-4, beta1=0.5, beta2=0.999, n_disc=1, d_batchnorm=True)),
+    LossSpec(
+        "wgan",
+        wgan,
+        "Wasserstein GAN with weight clipping",
+        weight_clip=True,
+        defaults=_defaults(lr=5e-5, beta1=0.5, beta2=0.999, n_disc=5, d_batchnorm=True, clip=0.01),  # 146-150
+    ),
+    LossSpec(
+        "wgan_gp",
+        wgan,
+        "Wasserstein GAN with a gradient penalty on real-fake interpolates",
+        penalty="wgan_gp",
+        resample_before_g=True,  # gans/WGAN_GP.py lines 111-112
+        defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=5, d_batchnorm=False, gp_lambda=10.0),
+    ),
+    LossSpec(
+        "dragan",
+        ns_gan,
+        "non-saturating GAN with a gradient penalty around the real data",
+        penalty="dragan",
+        defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=1, d_batchnorm=True, gp_lambda=10.0),
+    ),
+    LossSpec("hinge", hinge, "hinge loss with margin 1", defaults=_defaults(**_ADAM)),
+    LossSpec("kl", kl, "f-GAN estimating KL(real || fake); G maximises E g_f(D(G(z)))",
+             defaults=_defaults(**_ADAM)),
+    LossSpec("reverse_kl", reverse_kl, "f-GAN estimating KL(fake || real); G maximises E g_f(D(G(z)))",
+             defaults=_defaults(**_ADAM)),
+    LossSpec("pearson", pearson, "f-GAN estimating Pearson chi^2(real || fake); G maximises E g_f(D(G(z)))",
+             defaults=_defaults(**_ADAM)),
+    LossSpec("hellinger", hellinger, "f-GAN estimating the squared Hellinger distance; G maximises E g_f(D(G(z)))",
+             defaults=_defaults(**_ADAM)),
+    LossSpec("js", js, "f-GAN estimating 2 x Jensen-Shannon; G maximises E g_f(D(G(z)))",
+             defaults=_defaults(**_ADAM)),
+    LossSpec("rsgan", rsgan, "relativistic standard GAN: is a real sample more real than its paired fake?",
+             g_reads_real=True, defaults=_defaults(**_ADAM)),
+    LossSpec("rasgan", rasgan, "relativistic average standard GAN: scores against the other batch's mean score",
+             g_reads_real=True, defaults=_defaults(**_ADAM)),
+    LossSpec("ralsgan", ralsgan, "relativistic average least squares: targets +1/-1 against the other batch's mean",
+             g_reads_real=True, defaults=_defaults(**_ADAM)),
+    LossSpec("rahinge", rahinge, "relativistic average hinge: margin 1 against the other batch's mean score",
+             g_reads_real=True, defaults=_defaults(**_ADAM)),
+    LossSpec(
+        "began",
+        None,
+        "boundary equilibrium GAN: autoencoder D balanced by a control variable k",
+        discriminator="autoencoder",
+        defaults=_defaults(lr=1e-4, beta1=0.5, beta2=0.999, n_disc=5, d_batchnorm=False, began_gamma=0.75,
+                           began_lambda_k=1e-3),  # params.py lines 231-237
+    ),
+    # The paper's non-adversarial baseline, listed as a loss so it sits in the same tables. One step is one
+    # Adam update of encoder and decoder together, so n_disc, the penalties and r1_gamma do not apply;
+    # d_batchnorm puts batch norm in the encoder as in D. The encoder's KL term is reported as d_loss and the
+    # decoder's reconstruction term as g_loss.
+    LossSpec(
+        "vae",
+        None,
+        "VAE baseline: Gaussian encoder as D, Bernoulli decoder as G; d_loss = KL, g_loss = reconstruction",
+        discriminator="encoder",
+        latent="normal",  # the prior: decoding z ~ N(0, I) is how a VAE samples
+        defaults=_defaults(lr=5e-5, beta1=0.5, beta2=0.999, d_batchnorm=True),  # params.py 63-74, 209-210
+    ),
+    # No adversarial part: an image-to-image loss made of its terms alone (L1, SSIM, ... regression), the
+    # baseline every adversarial combination has to beat. pix2pix's Adam settings (Isola et al. 2017, §4).
+    LossSpec("none", None, "no adversarial loss and no D: the terms alone (image-to-image tasks only)",
+             discriminator="none", defaults=_defaults(lr=2e-4, beta1=0.5, beta2=0.999)),
+)
 
 
 def users(hyperparameter: str) -> list[str]:
@@ -419,21 +406,6 @@ def unused_message(hyperparameter: str, loss: str) -> str:
     return f"loss {loss} does not use {hyperparameter}" + (f"; losses that do: {', '.join(using)}" if using else "")
 
 
-def add_search_path(folder: Path) -> None:
-    """Lets custom losses be imported from `folder` (a study file's), in this process and the workers it starts."""
-    folders = [f for f in os.environ.get(LOSS_PATH_VARIABLE, "").split(os.pathsep) if f]
-    folder = str(Path(folder).resolve())
-    if folder not in folders:
-        os.environ[LOSS_PATH_VARIABLE] = os.pathsep.join([*folders, folder])
-
-
-def _import(module_name: str) -> object:
-    for folder in [os.getcwd(), *os.environ.get(LOSS_PATH_VARIABLE, "").split(os.pathsep)]:
-        if folder and folder not in sys.path:
-            sys.path.append(folder)
-    return importlib.import_module(module_name)
-
-
 def _custom_params(name: str, fn: Callable) -> dict[str, float | int | bool | str]:
     """A custom loss's hyperparameters: the keyword arguments after (real, fake), each with a default."""
     try:
@@ -445,49 +417,25 @@ def _custom_params(name: str, fn: Callable) -> dict[str, float | int | bool | st
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if p.default is p.empty or not isinstance(p.default, (bool, int, float, str)):
-            raise UnknownLossError(f"custom loss {name!r}: parameter {p.name!r} needs a default of type bool, int, "
+            raise UnknownName(f"custom loss {name!r}: parameter {p.name!r} needs a default of type bool, int, "
                                    "float or str (a loss's hyperparameters are keyword arguments with defaults)")
         if p.name in HYPERPARAMETERS:
-            raise UnknownLossError(f"custom loss {name!r}: parameter {p.name!r} is one of gan-bench's own "
+            raise UnknownName(f"custom loss {name!r}: parameter {p.name!r} is one of gan-bench's own "
                                    "hyperparameters; rename it")
         params[p.name] = p.default
     return params
 
 
-def import_custom(name: str, what: str) -> Callable:
-    """The function a custom loss or term names as `package.module:function`, imported from the current folder, a
-    loaded study file's folder, $GAN_BENCH_LOSS_PATH or the installed packages."""
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr:
-        raise UnknownLossError(f"custom {what} {name!r} must be written package.module:function")
-    try:
-        module = _import(module_name)
-    except Exception as exc:  # ImportError, or whatever the module raises as it is imported
-        # Collapse whitespace: the CLI shows exactly one line.
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise UnknownLossError(f"custom {what} {name!r}: cannot import {module_name!r} ({reason}); custom losses and "
-                               "terms are imported from the current folder, the study file's folder and "
-                               f"${LOSS_PATH_VARIABLE}") from exc
-    if not hasattr(module, attr):
-        raise UnknownLossError(f"custom {what} {name!r}: module {module_name!r} has no attribute {attr!r}")
-    fn = getattr(module, attr)
+def custom_loss(name: str, fn: Any) -> LossSpec:
+    """A custom loss `package.module:function`, which LOSSES.get imports and which will run during training (so only
+    name code you trust). The function maps (real, fake) raw scores to (d_loss, g_loss) like the built-ins; keyword
+    arguments with defaults after those two are its own hyperparameters, which a trial sets and a study may search."""
     if not callable(fn):
-        raise UnknownLossError(f"custom {what} {name!r}: {attr!r} in {module_name!r} is not callable")
-    return fn
+        raise UnknownName(f"custom loss {name!r}: {name.partition(':')[2]!r} is not callable")
+    params = _custom_params(name, fn)
+    return LossSpec(name, fn, f"custom loss {name}", defaults=_defaults(**params), params=tuple(params))
 
 
 def get(name: str) -> LossSpec:
-    """The registered loss `name`, or a custom loss given as `package.module:function`.
-
-    A custom name imports that module (from the current folder, a loaded study file's folder, $GAN_BENCH_LOSS_PATH or
-    the installed packages) and will run that function during training, so only pass code you trust. The function
-    maps (real, fake) raw scores to (d_loss, g_loss) like the built-ins; keyword arguments with defaults after those
-    two are its own hyperparameters, which a trial sets and a study may search.
-    """
-    if name in LOSSES:
-        return LOSSES[name]
-    if ":" not in name:
-        raise UnknownLossError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}, or package.module:function")
-    fn = import_custom(name, "loss")
-    params = _custom_params(name, fn)
-    return LossSpec(name, fn, f"custom loss {name}", defaults=_defaults(**params), params=tuple(params))
+    """The registered loss `name`, or a custom loss given as `package.module:function` (custom_loss)."""
+    return LOSSES.get(name)

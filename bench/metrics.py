@@ -13,18 +13,20 @@ comparable, which is why every result carries its protocol (`Scorer.protocol`, `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import hashlib
 import json
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
 import torch_fidelity
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
@@ -33,6 +35,7 @@ from bench import BenchError
 from bench.data import Dataset
 from bench.io import (adopt_default_mode, atomic_torch_save, atomic_write_json, cache_dir, cache_lock, cache_note,
                       damage_reason, environment_fault, move_aside)
+from bench.registry import Registry
 
 DOMAIN_EXTRACTOR = "gan-bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -42,17 +45,70 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's
 DOMAIN_VERSION = 3
 
 
-# What a study may optimise: FID for any trial; PSNR and SSIM of outputs against their true targets, for image-to-image
-# tasks. Which way each metric improves decides the Optuna direction, each run's best evaluation, the bootstrap curve,
-# the summary's best and median and the confirm stage's configuration.
-OBJECTIVES = ("fid", "psnr", "ssim")
-HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "isc"})
+@dataclass(frozen=True)
+class Metric:
+    """A score of a trial's result rows. Which way it improves decides the Optuna direction, each run's best
+    evaluation, the bootstrap curve, the summary's best and median and the confirm stage's configuration."""
+
+    name: str  # its column in the result rows
+    display: str  # its name in tables, figures and messages
+    higher_is_better: bool
+    objective: bool = False  # a study may optimise it (a study's `objective`)
+    trial_kinds: tuple[str, ...] | None = None  # the kinds of trial (bench.kind) whose rows have it; None: every kind
+    # compute(generated, real) -> value, both uint8 N×C×H×W: a metric that metrics.extra adds to every evaluation.
+    # None: computed by torch-fidelity or by the trial kind itself.
+    compute: Callable[[torch.Tensor, torch.Tensor], float] | None = None
+
+
+def metric(display: str, higher_is_better: bool, objective: bool = False) -> Callable[[Callable], Callable]:
+    """Makes `compute(generated, real) -> float` a metric of one's own (uint8 N×C×H×W images, the first
+    metrics.num_samples samples and the first metrics.num_real test images), named `package.module:function` in a
+    study's metrics.extra (and objective, when `objective`)."""
+
+    def mark(compute: Callable[[torch.Tensor, torch.Tensor], float]) -> Callable[[torch.Tensor, torch.Tensor], float]:
+        compute.metric = Metric(compute.__name__, display, higher_is_better, objective, compute=compute)
+        return compute
+
+    return mark
+
+
+def custom_metric(name: str, compute: Any) -> Metric:
+    """A custom metric `package.module:function`, which METRICS.get imports: a function decorated with metric."""
+    if not isinstance(getattr(compute, "metric", None), Metric):
+        raise BenchError(f"custom metric {name!r}: decorate it with @bench.metrics.metric(...)")
+    return dataclasses.replace(compute.metric, name=name)
+
+
+METRICS: Registry[Metric] = Registry("metric", custom_metric, "package.module:function")
+
+
+def _add(metric: Metric, description: str) -> None:
+    METRICS.add(metric.name, metric, description)
+
+
+# Of every trial, by torch-fidelity (KID, IS and precision / recall as MetricsConfig asks).
+_add(Metric("fid", "FID", higher_is_better=False, objective=True), "Fréchet distance of the samples' features to the "
+     "real images'")
+_add(Metric("kid", "KID", higher_is_better=False), "kernel inception distance: unbiased MMD of the features, mean over "
+     "subsets")
+_add(Metric("isc", "IS", higher_is_better=True), "Inception score: how confidently and how variously the samples are "
+     "classified")
+_add(Metric("precision", "precision", higher_is_better=True), "share of the samples near the real images' features")
+_add(Metric("recall", "recall", higher_is_better=True), "share of the real images near the samples' features")
+_add(Metric("f_score", "F-score", higher_is_better=True), "harmonic mean of precision and recall")
+# Of image-to-image trials, outputs against their true targets (bench.image_metrics).
+_add(Metric("psnr", "PSNR (dB)", higher_is_better=True, objective=True, trial_kinds=("translation",)),
+     "peak signal-to-noise ratio of the outputs")
+_add(Metric("ssim", "SSIM", higher_is_better=True, objective=True, trial_kinds=("translation",)),
+     "structural similarity of the outputs")
+_add(Metric("perceptual", "perceptual distance", higher_is_better=False, trial_kinds=("translation",)),
+     "mean squared difference of the outputs' and the targets' features on the fixed feature network")
 
 
 def best_of(metric: str, values: list[float]) -> float:
     """The best finite value of `metric` among `values`; the worst possible (±inf) if none is finite."""
     finite = [v for v in values if math.isfinite(v)]
-    if metric in HIGHER_IS_BETTER:
+    if METRICS.get(metric).higher_is_better:
         return max(finite, default=-math.inf)
     return min(finite, default=math.inf)
 
@@ -60,7 +116,9 @@ def best_of(metric: str, values: list[float]) -> float:
 class MetricsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    extractor: Literal["domain", "inception"] = "domain"
+    extractor: Literal["domain", "inception"] = Field(
+        "domain", description="features of FID and KID: domain, a classifier trained on the dataset's labels, or "
+        "inception, torch-fidelity's Inception (fetch its weights with `gan-bench prefetch --inception`)")
     num_samples: int = Field(1000, ge=10, description="generated samples scored at each evaluation")
     # v1 scored against the first num_test_examples = 10,000 test images, in order (eval_gan_lib.py lines 128-146).
     num_real: int | None = Field(None, ge=10, description="real images scored against: the first N of the test "
@@ -72,6 +130,23 @@ class MetricsConfig(BaseModel):
     inception_weights: Path | None = Field(None, description="local state_dict of torch-fidelity's inception-v3-compat; "
                                            "default: where `gan-bench prefetch` puts it")
     latent_seed: int = Field(2020, description="fixed latent seed: every evaluation scores the same z")
+    extra: list[str] = Field(default_factory=list, description="more metrics computed at every evaluation, each a "
+                             "column of the rows: custom metrics, package.module:function (bench.metrics.metric)")
+
+    @field_validator("extra")
+    @classmethod
+    def _computable(cls, names: list[str]) -> list[str]:
+        for i, name in enumerate(names):
+            try:
+                computed = METRICS.get(name).compute is not None
+            except BenchError as error:
+                raise ValueError(f"[{i}] {error}") from None
+            if not computed:
+                raise ValueError(f"[{i}] {name} is computed with every evaluation already; extra takes metrics of "
+                                 "one's own (bench.metrics.metric)")
+        if len(set(names)) < len(names):
+            raise ValueError("a metric is listed twice")
+        return names
 
 
 def inception_weights_path(config: MetricsConfig) -> Path:
@@ -486,7 +561,9 @@ class Scorer:
                  "kernel_inception_distance_std": "kid_std", "inception_score_mean": "isc",
                  "inception_score_std": "isc_std", "precision": "precision", "recall": "recall",
                  "f_score": "f_score"}
-        return {names[k]: float(v) for k, v in metrics.items() if k in names}
+        scores = {names[k]: float(v) for k, v in metrics.items() if k in names}
+        real = self.dataset.test[: self.config.num_real]
+        return {**scores, **{name: float(METRICS.get(name).compute(images, real)) for name in self.config.extra}}
 
     def score(self, sample: Callable[[int, torch.Generator], torch.Tensor]) -> dict[str, float]:
         return self.score_images(self.sample_images(sample))

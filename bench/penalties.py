@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from bench import BenchError
+from bench.registry import Registry
 
 Discriminator = Callable[[Tensor], Tensor]
 Penalty = Callable[[Discriminator, Tensor, Tensor | None, torch.Generator | None], Tensor]
@@ -87,12 +87,7 @@ def clip_weights(module: nn.Module, clip: float) -> None:
             param.clamp_(-clip, clip)
 
 
-PENALTIES: dict[str, Penalty] = {"wgan_gp": gradient_penalty, "dragan": dragan_penalty}
-
-
-def get(name: str) -> Penalty:
-    """The penalty registered as `name`, called as fn(discriminator, real, fake, generator)."""
-    try:
-        return PENALTIES[name]
-    except KeyError:
-        raise BenchError(f"unknown penalty {name!r}; valid: {', '.join(PENALTIES)}") from None
+# What a loss's `penalty` names, each called as fn(discriminator, real, fake, generator).
+PENALTIES: Registry[Penalty] = Registry("penalty")
+PENALTIES.add("wgan_gp", gradient_penalty, "WGAN-GP: (||grad D||_2 - 1)^2 on random real-fake interpolates")
+PENALTIES.add("dragan", dragan_penalty, "DRAGAN: (||grad sigmoid(D)||_2 - 1)^2 around the real data")

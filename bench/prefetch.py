@@ -11,8 +11,6 @@ that workers do not all build them at the same time.
 
 from __future__ import annotations
 
-import os
-import shlex
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,12 +23,6 @@ from bench.study import Study
 from bench.device import resolve_device
 
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
-
-
-def use_data_root(root: Path | str | None) -> None:
-    """Points this process and the workers it starts at a data root (`--data-root` or the study's `data_root`)."""
-    if root is not None:
-        os.environ["GAN_BENCH_DATA"] = str(Path(root).expanduser().resolve())
 
 
 def image_size(study: Study, dataset: str) -> int:
@@ -60,23 +52,12 @@ def _vgg(study: Study) -> str | None:
     return net if net in feature_nets.VGG_BLOCKS else None
 
 
-def command(*words: str) -> str:
-    """The `gan-bench prefetch` command line with these arguments that fetches into this process's data root.
-
-    --data-root is named whenever the root is not the default one: `use_data_root` passes a `--data-root` or a
-    study's `data_root` on through $GAN_BENCH_DATA, and a hint printed on a compute node is run on a login node,
-    whose environment may differ.
-    """
-    root = os.environ.get("GAN_BENCH_DATA")
-    return shlex.join(["gan-bench", "prefetch", *words, *(["--data-root", root] if root else [])])
-
-
 def check(study: Study, study_path: Path | str) -> None:
     """Raises one line naming everything missing and the command that fetches it."""
     problems = missing(study)
     if problems:
         raise BenchError(f"missing before any trial can start: {'; '.join(problems)} — fetch with "
-                         f"`{command(str(study_path))}` on a machine with internet")
+                         f"`{data.fetch_command(str(study_path))}` on a machine with internet")
 
 
 def _download(url: str, path: Path, what: str, **options: Any) -> None:

@@ -25,7 +25,8 @@ import yaml
 
 from bench import BenchError
 from bench.io import atomic_write_text
-from bench.metrics import HIGHER_IS_BETTER
+from bench.results_folder import RESULTS_FILE, STUDY_FILE
+from bench.metrics import METRICS
 
 
 PAPER_CSV = "lucic2018_best_fid.csv"
@@ -43,7 +44,7 @@ TASK_METRICS = ("psnr", "ssim", "perceptual", "fid")
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
-    path = Path(results_dir) / "results.csv"
+    path = Path(results_dir) / RESULTS_FILE
     if not path.is_file():
         raise BenchError(f"{path}: not found; run the study first (gan-bench run STUDY.yaml)")
     data = path.read_bytes()
@@ -81,7 +82,7 @@ def _has(status: str) -> Callable[[pd.Series], bool]:
 
 def _best(metric: str) -> str:
     """The pandas reduction that picks `metric`'s best value (NaN where there is no finite one)."""
-    return "max" if metric in HIGHER_IS_BETTER else "min"
+    return "max" if METRICS.get(metric).higher_is_better else "min"
 
 
 def _best_index(values: pd.Series, metric: str) -> object:
@@ -198,7 +199,8 @@ def plot_vs_budget(results: pd.DataFrame, path: Path, objective: str = "fid") ->
     left out (the legend says how many): their score is of a shorter training, and the figure compares losses at
     equal compute per sample. Writes `path` and returns the figure."""
     trials = trial_scores(results, objective)
-    name = objective.upper()
+    metric = METRICS.get(objective)
+    name = metric.display
     panels = list(dict.fromkeys(zip(trials["dataset"], trials["protocol"])))
     columns = min(len(panels), PANELS_PER_ROW)
     rows = math.ceil(len(panels) / columns)
@@ -210,7 +212,7 @@ def plot_vs_budget(results: pd.DataFrame, path: Path, objective: str = "fid") ->
         for loss, group in panel.groupby("loss", sort=False):
             values = group.loc[~group["pruned"], f"best_{objective}"].to_numpy(dtype=float)
             n, without, pruned = len(values), int((~np.isfinite(values)).sum()), int(group["pruned"].sum())
-            median, low, high = best_of_k_bootstrap(values, n, higher_is_better=objective in HIGHER_IS_BETTER)
+            median, low, high = best_of_k_bootstrap(values, n, higher_is_better=metric.higher_is_better)
             k = np.arange(1, n + 1)
             notes = ([f"{without} of {n} without {name}"] if without else []) + (
                 [f"{pruned} pruned, left out"] if pruned else [])
@@ -222,13 +224,13 @@ def plot_vs_budget(results: pd.DataFrame, path: Path, objective: str = "fid") ->
             ax.set_yscale("log")  # one bad first sample (FID ~1000) must not flatten the curves that matter
         ax.set_title(f"{dataset}\n" + textwrap.fill(protocol, 60, break_on_hyphens=False), fontsize=8)
         ax.set_xlabel("budget: hyperparameter samples")
-        ax.set_ylabel(f"{'maximum' if objective in HIGHER_IS_BETTER else 'minimum'} {name} (bootstrap median, "
+        ax.set_ylabel(f"{'maximum' if metric.higher_is_better else 'minimum'} {name} (bootstrap median, "
                       "95 % band)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(f"{'Max' if objective in HIGHER_IS_BETTER else 'Min'} {name} vs budget — FID features: {extractor}",
+    fig.suptitle(f"{'Max' if metric.higher_is_better else 'Min'} {name} vs budget — FID features: {extractor}",
                  fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -372,7 +374,7 @@ def plot_sample_grids(results: pd.DataFrame, results_dir: Path, path: Path, obje
     for dataset_row, dataset in zip(axes, datasets):
         for ax, (_, loss, value, grid) in zip(dataset_row, [p for p in panels if p[0] == dataset]):
             ax.imshow(mpimg.imread(grid), cmap="gray", interpolation="nearest")
-            ax.set_title(f"{dataset} · {loss}\n{objective.upper()} {value:.4g}", fontsize=7)
+            ax.set_title(f"{dataset} · {loss}\n{METRICS.get(objective).display} {value:.4g}", fontsize=7)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=150)
@@ -382,7 +384,7 @@ def plot_sample_grids(results: pd.DataFrame, results_dir: Path, path: Path, obje
 
 def study_objective(results_dir: Path) -> str:
     """The objective of the study in `results_dir` (its study.yaml), fid when it names none or is absent."""
-    saved = Path(results_dir) / "study.yaml"
+    saved = Path(results_dir) / STUDY_FILE
     if not saved.is_file():
         return "fid"
     fields = yaml.safe_load(saved.read_text(encoding="utf-8"))
@@ -396,7 +398,7 @@ def write_report(results_dir: Path, reference: Path | None = None) -> list[Path]
     results_dir = Path(results_dir)
     results = read_results(results_dir)
     if results.empty:
-        raise BenchError(f"{results_dir / 'results.csv'}: no finished trials yet")
+        raise BenchError(f"{results_dir / RESULTS_FILE}: no finished trials yet")
     objective = study_objective(results_dir)
     paths = []
     if (results["stage"] == "search").any():

@@ -9,15 +9,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from bench import BenchError, data, feature_nets, losses, models, terms
-from bench.metrics import OBJECTIVES, MetricsConfig
+from bench import BenchError, data, feature_nets, losses, models, registry, terms
+from bench.metrics import METRICS, MetricsConfig
 from bench.tasks import TaskSpec
 from bench.config import HYPERPARAMETERS, MAX_EVALUATIONS, TRANSLATION_MODEL, StepCount, TrialConfig
 
@@ -212,10 +211,12 @@ class TaskDataset(TaskSpec):
 
     @model_validator(mode="after")
     def _known_dataset(self) -> TaskDataset:
-        if self.name in data.names():
+        if self.name in data.DATASETS:
             raise ValueError(f"name: {self.name} is already a dataset's name")
-        if self.dataset not in data.names():
-            raise ValueError(f"dataset: unknown dataset {self.dataset!r}; valid: {', '.join(data.names())}")
+        try:
+            data.DATASETS.get(self.dataset)
+        except BenchError as error:
+            raise ValueError(f"dataset: {error}") from None
         return self
 
     def spec(self) -> TaskSpec:
@@ -241,16 +242,6 @@ Stage = Literal["search", "confirm"]
 
 # A study's `storage` naming an Optuna journal file rather than a database: journal:///absolute/path.
 JOURNAL_URL = "journal://"
-
-
-@dataclass(frozen=True)
-class Part:
-    """One Optuna study of a study: a stage of one (dataset, loss), and how many trials it holds."""
-
-    stage: str
-    dataset: str
-    loss: str
-    trials: int
 
 
 class LocalExecutor(BaseModel):
@@ -345,8 +336,9 @@ class Study(BaseModel):
     losses: list[str] = Field(min_length=1)
     losses_per_dataset: dict[str, list[str]] = Field(default_factory=dict, description="per dataset, the losses of "
                                                      "`losses` it trains (default: all of them)")
-    objective: Literal[OBJECTIVES] = Field("fid", description="what the search optimises and the report ranks by: "
-                                           "fid (minimised), or psnr / ssim of image-to-image outputs (maximised)")
+    objective: str = Field("fid", description="what the search optimises and the report ranks by: a metric that "
+                           "may be one (fid, minimised; psnr / ssim of image-to-image outputs, maximised), or a custom "
+                           "one of metrics.extra")
     model: str = "mlp"
     model_per_dataset: dict[str, str] = Field(default_factory=dict)
     image_size: int | None = Field(None, ge=8)
@@ -376,12 +368,28 @@ class Study(BaseModel):
                                 "file); default: the journal file optuna.journal in the results folder")
     pruner: Pruner = Field(default_factory=Pruner, description="early stopping of search trials; default none")
 
+    @field_validator("objective")
+    @classmethod
+    def _an_objective(cls, name: str) -> str:
+        builtin = [n for n, metric in METRICS.items() if metric.objective]
+        try:
+            objective = METRICS.get(name).objective
+        except BenchError:
+            objective = False
+        if not objective:
+            raise ValueError(f"{name!r} is not a metric a study may optimise; valid: {', '.join(builtin)}, or a custom "
+                             "metric package.module:function made with bench.metrics.metric(objective=True)")
+        return name
+
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, names: list[str], info: ValidationInfo) -> list[str]:
         for i, name in enumerate(names):
-            if name not in data.names() and name not in (info.data.get("tasks") or {}):
-                raise ValueError(f"[{i}] unknown dataset {name!r}; valid: {', '.join(data.names())}")
+            if name not in (info.data.get("tasks") or {}):
+                try:
+                    data.DATASETS.get(name)
+                except BenchError as error:
+                    raise ValueError(f"[{i}] {error}") from None
         return _distinct(names)
 
     @field_validator("variants")
@@ -497,17 +505,20 @@ class Study(BaseModel):
         for loss in self.losses:
             if loss not in trained:
                 raise ValueError(f"losses: {loss} is trained on no dataset (losses_per_dataset leaves it out everywhere)")
-        if self.objective != "fid":
-            for dataset in self.datasets:
-                if dataset not in self.tasks:
-                    raise ValueError(f"objective: {self.objective} compares outputs with their true targets, which "
-                                     f"only image-to-image tasks have; dataset {dataset} is not one (use fid)")
+        objective = METRICS.get(self.objective)
+        if objective.compute is not None and self.objective not in self.metrics.extra:
+            raise ValueError(f"objective: {self.objective} is computed only when metrics.extra lists it")
+        for dataset in self.datasets if objective.trial_kinds is not None else []:
+            kind = "translation" if dataset in self.tasks else "gan"
+            if kind not in objective.trial_kinds:
+                raise ValueError(f"objective: {self.objective} compares outputs with their true targets, which "
+                                 f"only image-to-image tasks have; dataset {dataset} is not one (use fid)")
         if isinstance(self.executor, SlurmExecutor) and self.executor.cpus_per_task < self.threads:
             raise ValueError(f"executor.cpus_per_task: {self.executor.cpus_per_task} is fewer than the study's threads "
                              f"({self.threads}); give each task at least as many CPUs as a trial's threads")
         for name in [self.model, *self.model_per_dataset.values()]:
-            if name not in models.names():
-                raise ValueError(f"model: unknown model {name!r}; valid: {', '.join(models.names())}")
+            if name not in models.MODELS:
+                raise ValueError(f"model: {models.MODELS.unknown(name)}")
         for name in self.variants:
             if name not in self.losses:
                 raise ValueError(f"variants.{name}: not one of the study's losses")
@@ -636,14 +647,6 @@ class Study(BaseModel):
         """Every (dataset, loss) the study trains: each dataset with its losses (`losses_per_dataset`, else all)."""
         return [(d, l) for d in self.datasets for l in self.losses_per_dataset.get(d, self.losses)]
 
-    def plan(self, stage: str | None = None) -> list[Part]:
-        """Every Optuna study of this study (of one stage if given), with its number of trials."""
-        parts = []
-        for name in self.stages if stage is None else [stage]:
-            trials = self.budget.samples if name == "search" else self.confirm.runs
-            parts += [Part(name, d, l, trials) for d, l in self.pairs()]
-        return parts
-
 
 def _split_definitions(entries: list, defined: Any, field: str, what: str) -> tuple[list, dict]:
     """(names, definitions) of a list whose entries are names or mappings {name, ...} that define one in place."""
@@ -720,7 +723,7 @@ def load_study(path: Path) -> Study:
         raise StudyError(f"{path}: YAML syntax error{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: expected a mapping of study fields at the top level")
-    losses.add_search_path(path.parent)  # a custom loss module may sit beside the study file
+    registry.add_search_path(path.parent)  # an extension module may sit beside the study file
     try:
         return Study(**raw)
     except ValidationError as error:

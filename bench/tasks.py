@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from torch import Tensor
 
 from bench import BenchError
+from bench.registry import Registry
 
 TaskFn = Callable[..., Tensor]
 OptionValue = Union[float, int, bool, str]
@@ -67,7 +68,7 @@ class Task:
         return valid
 
 
-TASKS: dict[str, Task] = {}  # name → task, in registration order
+TASKS: Registry[Task] = Registry("task")
 _STRICT = ConfigDict(strict=True)  # no bool for a number, no "4" for 4
 
 
@@ -86,29 +87,16 @@ def register(
     """
 
     def decorator(fn: TaskFn) -> TaskFn:
-        if name in TASKS:
-            raise ValueError(f"task {name!r} is registered twice")
         hints = get_type_hints(fn, include_extras=True)
         parameters = [p for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
         if any(p.default is inspect.Parameter.empty or p.name not in hints for p in parameters):
             raise ValueError(f"task {name!r}: every option needs a type and a default")
         defaults = MappingProxyType({p.name: p.default for p in parameters})
         adapters = MappingProxyType({p.name: TypeAdapter(hints[p.name], config=_STRICT) for p in parameters})
-        TASKS[name] = Task(name, fn, description, defaults, channels, label, check, adapters)
+        TASKS.add(name, Task(name, fn, description, defaults, channels, label, check, adapters), description)
         return fn
 
     return decorator
-
-
-def names() -> list[str]:
-    """The registered task names, in registration order."""
-    return list(TASKS)
-
-
-def get(name: str) -> Task:
-    if name not in TASKS:
-        raise BenchError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
-    return TASKS[name]
 
 
 def _shape(image_shape: Shape) -> str:
@@ -210,24 +198,24 @@ class TaskSpec(BaseModel):
     @classmethod
     def _known_task(cls, task: str) -> str:
         if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+            raise ValueError(TASKS.unknown(task))
         return task
 
     @field_validator("options")
     @classmethod
     def _own_options(cls, options: dict[str, OptionValue], info: ValidationInfo) -> dict[str, OptionValue]:
         task = info.data.get("task")  # absent when the task itself was rejected
-        return TASKS[task].validate(options) if task is not None else options
+        return TASKS.get(task).validate(options) if task is not None else options
 
     @property
     def option_values(self) -> dict[str, OptionValue]:
         """Every option of the task: the defaults overridden by `options`."""
-        return {**get(self.task).options, **self.options}
+        return {**TASKS.get(self.task).options, **self.options}
 
     @property
     def label(self) -> str:
         """A short name for tables and progress bars: "superres x4", "denoise σ=0.3 unpaired"."""
-        task, values = get(self.task), self.option_values
+        task, values = TASKS.get(self.task), self.option_values
         if task.label_format is not None:
             words = [task.label_format.format(**values)]
         else:
@@ -236,17 +224,17 @@ class TaskSpec(BaseModel):
 
     def check(self, image_shape: Shape) -> None:
         """Raises a one-line BenchError if the task cannot be made from images of shape (C, H, W)."""
-        task = get(self.task)
+        task = TASKS.get(self.task)
         if task.shape_check is not None:
             task.shape_check(tuple(image_shape), **self.option_values)
 
     def source_channels(self, target_channels: int) -> int:
-        return get(self.task).source_channels(target_channels)
+        return TASKS.get(self.task).source_channels(target_channels)
 
     def make_sources(self, targets: Tensor, generator: torch.Generator) -> Tensor:
         """The sources made from float targets N×C×H×W in [0, 1], drawing on `generator` (on the targets' device)."""
         self.check(targets.shape[1:])
-        return get(self.task).fn(targets, generator, **self.option_values)
+        return TASKS.get(self.task).fn(targets, generator, **self.option_values)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -15,13 +15,14 @@ A new term: a function of the context, `@register("g")` or `@register("d")` over
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench import BenchError, image_metrics, penalties
+from bench.registry import Registry
 
 # What a term reads beyond the batches and D's scores: D's features, a fixed feature network, and in image-to-image
 # trials the paired target, the generator itself, CycleGAN's inverse generator, PatchNCE's projection head.
@@ -67,7 +68,7 @@ class Term:
     description: str  # one line, shown by `gan-bench losses`
 
 
-TERMS: dict[str, Term] = {}
+TERMS: Registry[Term] = Registry("loss term", lambda name, fn: custom_term(name, fn), "package.module:function")
 
 
 def register(acts_on: Literal["g", "d"], needs: tuple[Need, ...] = ()) -> Callable[[TermFn], TermFn]:
@@ -77,7 +78,7 @@ def register(acts_on: Literal["g", "d"], needs: tuple[Need, ...] = ()) -> Callab
     def add(fn: TermFn) -> TermFn:
         term = Term(fn.__name__, fn, acts_on, frozenset(needs), (fn.__doc__ or "").strip().split("\n")[0])
         if fn.__module__ == __name__:
-            TERMS[fn.__name__] = term
+            TERMS.add(term.name, term, term.description)
         fn.term = term  # what `get` finds on a custom term
         return fn
 
@@ -89,19 +90,16 @@ def weight_name(term: str) -> str:
     return f"w_{term.rpartition(':')[2]}"
 
 
-def get(name: str) -> Term:
-    """The registered term `name`, or a custom one given as `package.module:function` (imported as custom losses are,
-    so only name code you trust)."""
-    if name in TERMS:
-        return TERMS[name]
-    if ":" not in name:
-        raise BenchError(f"unknown loss term {name!r}; valid: {', '.join(TERMS)}, or package.module:function")
-    from bench.losses import import_custom  # the same search path as custom losses
-
-    fn = import_custom(name, "term")
+def custom_term(name: str, fn: Any) -> Term:
+    """A custom term `package.module:function`, which TERMS.get imports: a function decorated with register."""
     if not isinstance(getattr(fn, "term", None), Term):
         raise BenchError(f"custom term {name!r}: decorate it with @bench.terms.register(\"g\") or (\"d\")")
     return Term(name, fn, fn.term.acts_on, fn.term.needs, fn.term.description)
+
+
+def get(name: str) -> Term:
+    """The registered term `name`, or a custom one given as `package.module:function` (custom_term)."""
+    return TERMS.get(name)
 
 
 def weighted_sum(names: list[str], weights: dict[str, float], context: Context) -> Tensor | float:

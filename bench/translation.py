@@ -98,7 +98,7 @@ class TranslationTrial(TrialKind):
                              f"{dataset.name} has {len(dataset.test)} pairs")
         self.spec = spec = losses.get(config.loss)
         self.adversarial = spec.discriminator == "critic"
-        self.penalty = penalties.get(spec.penalty) if spec.penalty else None
+        self.penalty = penalties.PENALTIES.get(spec.penalty) if spec.penalty else None
         self.adversarial_params = {name: config.loss_params[name] for name in spec.params}
         self.g_terms = [name for name in config.terms if terms.get(name).acts_on == "g"]
         self.d_terms = [name for name in config.terms if terms.get(name).acts_on == "d"]

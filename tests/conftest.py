@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 
@@ -14,3 +15,23 @@ def bench_cache(tmp_path_factory):
         os.environ.pop("GAN_BENCH_CACHE", None)
     else:
         os.environ["GAN_BENCH_CACHE"] = old
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """`scratch_registry(module, "LOSSES", ns_gan=spec)`: the module's registry replaced, for this test, by a copy with
+    these entries replaced; entries added to the copy go with the test."""
+    from bench.registry import Registry
+
+    def copy(module, attribute: str, **replaced):
+        original = getattr(module, attribute)
+        scratch = Registry(original.kind, original.custom, original.form)
+        for name, entry in original.items():
+            scratch.add(name, replaced.pop(name, entry), original.description(name))
+        assert not replaced, f"not in {attribute}: {', '.join(replaced)}"
+        for holder in list(sys.modules.values()):  # a registry re-exported (bench.data's) is replaced where it is read
+            if getattr(holder, "__name__", "").startswith("bench") and getattr(holder, attribute, None) is original:
+                monkeypatch.setattr(holder, attribute, scratch)
+        return scratch
+
+    return copy

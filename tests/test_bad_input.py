@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench import losses
+from bench import registry
 from bench.cli import main
 
 STUDY = {
@@ -66,7 +66,7 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "work"
     folder.mkdir()
     monkeypatch.chdir(folder)
-    monkeypatch.delenv(losses.LOSS_PATH_VARIABLE, raising=False)
+    monkeypatch.delenv(registry.SEARCH_PATH_VARIABLE, raising=False)
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr(sys, "dont_write_bytecode", True)  # importing a custom loss would write __pycache__
     return folder

@@ -15,7 +15,7 @@ from bench.cli import build_parser, main
 def test_losses_lists_every_loss_with_a_description(capsys):
     assert main(["losses"]) == 0
     out = capsys.readouterr().out
-    for name in losses.names():
+    for name in losses.LOSSES.names():
         line = next(line for line in out.splitlines() if line.split()[:1] == [name])
         assert len(line.split()) > 2  # a description follows the name
     for name, term in terms.TERMS.items():  # and every term, with the loss it joins
@@ -29,7 +29,7 @@ def test_unknown_loss_lists_the_valid_names_and_writes_nothing(capsys, tmp_path)
     assert main(["trial", "--loss", "nope", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "unknown loss 'nope'" in err
-    for name in losses.names():
+    for name in losses.LOSSES.names():
         assert name in err
     assert not (tmp_path / "out").exists()
 
@@ -110,8 +110,8 @@ def test_trial_help_shows_defaults_and_says_when_the_loss_decides(capsys):
                         ("--extractor {domain,inception}", "extractor")]:
         entry = text[text.index(flag, text.index("options:")):]  # this option's help, then the next ones'
         assert re.search(r"\(default: ([^)]*)\)", entry)[1] == str(fields[field].default), flag
-    names = data.names()
-    assert f"--dataset NAME {', '.join(names[:-1])} or {names[-1]} (default: digits)" in text
+    names = data.DATASETS.names()
+    assert f"--dataset NAME the dataset: {', '.join(names[:-1])} or {names[-1]} (default: digits)" in text
 
 
 @pytest.mark.parametrize("command", ["trial", "run", "prefetch", "validate", "status", "report", "losses"])

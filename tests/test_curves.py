@@ -13,7 +13,9 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from bench import losses, metrics, models, report, runner
+from bench import losses, metrics, models, queue, report, runner, tallies
+from bench.plan import Plan
+from bench.results_folder import trial_dir
 from bench.study import Study, StudyError, load_study
 from bench.config import TrialConfig
 from bench.trial import COLLAPSE_D_LOSS, run_trial
@@ -35,13 +37,14 @@ def make_study(**changes) -> Study:
 
 def run_study(study, results_dir, pruner=None):
     """What a worker does (runner.work), one trial after another; `pruner`, if given, replaces the study's own, which
-    runner.claim passes to optuna.load_study. Returns the storage."""
-    storage = runner.prepare(study, results_dir)
-    while (claimed := runner.claim(study, storage, results_dir)) is not None:
+    queue.claim passes to optuna.load_study. Returns the storage."""
+    plan = Plan(study)
+    storage = queue.prepare(plan, results_dir)
+    while (claimed := queue.claim(plan, storage, results_dir)) is not None:
         part, trial = claimed
         if pruner:
             trial.study.pruner = pruner
-        runner.run_claimed(study, results_dir, part, trial)
+        runner.run_claimed(plan, results_dir, part, trial)
     return storage
 
 
@@ -97,17 +100,17 @@ def test_a_median_pruner_stops_a_trial_worse_than_the_earlier_one(tmp_path, monk
     assert pruned.user_attrs["status"] == "pruned" and pruned.intermediate_values == {10: 50.0}
     [run] = pruned.user_attrs["runs"]
     assert (run["status"], run["steps_done"], [r["step"] for r in run["rows"]]) == ("pruned", 10, [10])
-    record = json.loads((runner.trial_dir(tmp_path, runner.Part("search", "digits", "ns_gan", 3), 1, 0)
+    record = json.loads((trial_dir(tmp_path, Plan(study).part("search", "digits", "ns_gan"), 1, 0)
                          / "result.json").read_text())
     assert (record["status"], record["steps_done"]) == ("pruned", 10)
 
-    table = runner.counts(study, storage).iloc[0]
+    table = tallies.counts(Plan(study), storage).iloc[0]
     assert (table["completed"], table["pruned"], table["diverged"], table["collapsed"], table["failed"],
             table["running"], table["stale"], table["queued"]) == (2, 1, 0, 0, 0, 0, 0, 0)
     assert table["best_fid"] == 7.0
-    assert runner.unfinished(study, storage, "search").empty  # a pruned trial is finished
+    assert tallies.unfinished(Plan(study), storage, "search").empty  # a pruned trial is finished
 
-    results = runner.write_results(study, storage, tmp_path)
+    results = tallies.write_results(Plan(study), storage, tmp_path)
     assert results.loc[results["trial"] == 1, "status"].tolist() == ["pruned"]
     summary = report.summary(report.read_results(tmp_path)).iloc[0]
     # Trial 1's FID is of 10 steps where the others trained 20: counted apart, in no statistic.
@@ -186,23 +189,23 @@ def test_a_generator_without_spread_is_collapsed(tmp_path, monkeypatch):
     assert trial.user_attrs["status"] == "collapsed" and trial.state == TrialState.COMPLETE
     assert (run["status"], run["steps_done"], [r["step"] for r in run["rows"]]) == ("collapsed", 10, [10])
     assert run["rows"][0]["spread"] == 0.0 and trial.value == run["rows"][0]["fid"]
-    out = runner.trial_dir(tmp_path, runner.Part("search", "digits", "ns_gan", 1), 0, 0)
+    out = trial_dir(tmp_path, Plan(study).part("search", "digits", "ns_gan"), 0, 0)
     assert json.loads((out / "result.json").read_text())["status"] == "collapsed"
-    table = runner.counts(study, storage).iloc[0]
+    table = tallies.counts(Plan(study), storage).iloc[0]
     assert (table["collapsed"], table["completed"], table["queued"]) == (1, 0, 0)
-    results = runner.write_results(study, storage, tmp_path)
+    results = tallies.write_results(Plan(study), storage, tmp_path)
     assert results["status"].tolist() == ["collapsed"]
     assert report.summary(results).iloc[0]["collapsed_share"] == 1.0
 
 
-def test_a_runaway_discriminator_loss_is_collapsed(tmp_path, monkeypatch):
-    ns_gan = losses.LOSSES["ns_gan"]
+def test_a_runaway_discriminator_loss_is_collapsed(tmp_path, scratch_registry):
+    ns_gan = losses.LOSSES.get("ns_gan")
 
     def runaway(real, fake, **params):
         d_loss, g_loss = ns_gan.fn(real, fake, **params)
         return d_loss - 10 * COLLAPSE_D_LOSS, g_loss  # finite, and the same gradients: only its size runs away
 
-    monkeypatch.setitem(losses.LOSSES, "ns_gan", dataclasses.replace(ns_gan, fn=runaway))
+    scratch_registry(losses, "LOSSES", ns_gan=dataclasses.replace(ns_gan, fn=runaway))
     config = TrialConfig(dataset="digits", steps=20, eval_steps=[10, 20], metrics=STUDY["metrics"])
     result = run_trial(config, tmp_path)
     assert (result.status, result.steps_done, len(result.rows)) == ("collapsed", 10, 1)

@@ -9,7 +9,8 @@ from scipy.spatial import ConvexHull
 from sklearn.datasets import load_digits
 
 from bench import BenchError, data
-from bench.data import UnknownDatasetError, generated
+from bench.data import generated
+from bench.registry import UnknownName
 
 SMALL = {"n_train": 300, "n_test": 100}
 
@@ -38,22 +39,22 @@ def _rows(images: torch.Tensor) -> set[bytes]:
 
 
 def test_registry_lists_both_datasets_with_one_line_descriptions() -> None:
-    assert {"digits", "polygons"} <= set(data.names())
+    assert {"digits", "polygons"} <= set(data.DATASETS.names())
     for name in ("digits", "polygons"):
-        text = data.describe(name)
+        text = data.DATASETS.description(name)
         assert text and "\n" not in text
     assert data.default_size("digits") == 16
     assert data.default_size("polygons") == 28
 
 
 def test_unknown_dataset_is_one_line_listing_valid_names() -> None:
-    with pytest.raises(UnknownDatasetError) as info:
+    with pytest.raises(UnknownName) as info:
         data.load("mnistt")
     message = str(info.value)
     assert "mnistt" in message and "digits" in message and "polygons" in message
     assert "\n" not in message
     assert isinstance(info.value, BenchError)
-    with pytest.raises(UnknownDatasetError):
+    with pytest.raises(UnknownName):
         data.default_size("mnistt")
 
 
@@ -74,20 +75,26 @@ def test_bad_option_value_is_named() -> None:
         data.load("polygons", n_train=0)
 
 
-def test_register_adds_a_loader(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "_REGISTRY", dict(data._REGISTRY))
-    seen = {}
-
-    @data.register("tiny", 8, "a test dataset")
-    def tiny(image_size: int, *, flavour: str = "plain") -> data.Dataset:
-        seen.update(image_size=image_size, flavour=flavour)
-        images = torch.zeros(2, 3, image_size, image_size, dtype=torch.uint8)
-        labels = torch.zeros(2, dtype=torch.int64)
-        return data.Dataset("tiny", images, images, labels, labels, num_classes=1, resize="none")
-
-    assert data.load("tiny", flavour="salty").image_shape == (3, 8, 8)
-    assert seen == {"image_size": 8, "flavour": "salty"}
-    assert "tiny" in data.names() and data.describe("tiny") == "a test dataset"
+def test_register_in_a_module_of_ones_own_makes_a_custom_dataset(tmp_path, monkeypatch) -> None:
+    """Outside bench.data, @register marks the loader: a study names it package.module:function, its options are
+    checked as a built-in's, and the registry's list of names is left as it was."""
+    (tmp_path / "gb_tiny_data.py").write_text(
+        "import torch\nfrom bench.data import Dataset, register\n\n"
+        "@register('tiny', 8, 'a test dataset', channels=3)\n"
+        "def tiny(image_size, *, flavour='plain'):\n"
+        "    images = torch.full((2, 3, image_size, image_size), len(flavour), dtype=torch.uint8)\n"
+        "    labels = torch.zeros(2, dtype=torch.int64)\n"
+        "    return Dataset('tiny', images, images, labels, labels, num_classes=1, resize='none')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = data.DATASETS.names()
+    loaded = data.load("gb_tiny_data:tiny", flavour="salty")
+    assert loaded.image_shape == (3, 8, 8) and loaded.train[0, 0, 0, 0] == 5
+    assert data.channels("gb_tiny_data:tiny") == 3 and data.default_size("gb_tiny_data:tiny") == 8
+    assert data.DATASETS.names() == names
+    with pytest.raises(BenchError, match="unknown option 'colour' for dataset 'gb_tiny_data:tiny'; valid: flavour"):
+        data.load("gb_tiny_data:tiny", colour="red")
+    with pytest.raises(BenchError, match="custom dataset 'gb_tiny_data:torch': decorate its loader"):
+        data.load("gb_tiny_data:torch")
 
 
 # digits

@@ -25,7 +25,7 @@ import yaml
 
 from bench import EnvironmentFault
 from bench.io import atomic_torch_save, environment_fault
-from bench.runner import JournalBackend, JournalFlock, journal_damage
+from bench.journal import JournalBackend, JournalFlock, journal_damage
 
 STUDY = {
     "name": "env",
@@ -282,8 +282,10 @@ def test_trials_an_older_version_failed_for_a_full_disk_are_run_again(tmp_path):
     good`): the next run queues such trials again, and only those."""
     import optuna
 
-    from bench import runner
+    from bench.plan import Plan
+    from bench.storage import open_storage
     from bench.study import load_study
+    from bench.tallies import counts
 
     study = {**STUDY, "losses": ["ns_gan"], "budget": {"samples": 2, "steps": 20}}
     path = tmp_path / "study.yaml"
@@ -292,7 +294,7 @@ def test_trials_an_older_version_failed_for_a_full_disk_are_run_again(tmp_path):
     assert gan_bench("run", str(path), "--results", str(results), "--no-progress").returncode == 0
     before = pd.read_csv(results / "results.csv")
     loaded = load_study(path)
-    storage = runner.open_storage(loaded, results)
+    storage = open_storage(loaded, results)
     ostudy = optuna.load_study(study_name="env/digits/ns_gan", storage=storage)
     for sample, error in ((0, "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),
                           (1, "ValueError: the trial's own bug")):
@@ -302,7 +304,7 @@ def test_trials_an_older_version_failed_for_a_full_disk_are_run_again(tmp_path):
         trial.set_user_attr("error", error)
         ostudy.tell(trial, state=optuna.trial.TrialState.FAIL)
     assert gan_bench("run", str(path), "--results", str(results), "--no-progress").returncode == 0
-    table = runner.counts(loaded, storage)
+    table = counts(Plan(loaded), storage)
     assert (int(table["completed"].sum()), int(table["failed"].sum())) == (1, 1)
     after = pd.read_csv(results / "results.csv")
     columns = [c for c in before.columns if c not in TIMINGS]

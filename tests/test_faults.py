@@ -18,6 +18,11 @@ import yaml
 from optuna.trial import TrialState
 
 from bench import BenchError, runner
+from bench.journal import JournalFlock
+from bench.plan import Plan
+from bench.queue import claim, prepare, requeue_running
+from bench.storage import open_storage
+from bench.tallies import counts
 from bench.study import load_study
 
 STUDY = {"name": "faults", "datasets": ["digits"], "losses": ["ns_gan"],
@@ -121,8 +126,8 @@ def test_a_killed_drivers_trials_are_stale_until_the_next_run(tmp_path):
     assert "2 trials are stale (their worker is gone); `gan-bench run` on this study queues them again" in said
 
     study = load_study(results / "study.yaml")
-    runner.prepare(study, results)  # what the next `gan-bench run` does first
-    table = runner.counts(study, runner.open_storage(study, results))
+    prepare(Plan(study), results)  # what the next `gan-bench run` does first
+    table = counts(Plan(study), open_storage(study, results))
     assert (table["running"].sum(), table["stale"].sum(), table["queued"].sum()) == (0, 0, 3)
 
 
@@ -130,29 +135,29 @@ def finished_study(tmp_path: Path):
     """A prepared study with one trial finished, as a worker records it."""
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(STUDY))
-    study = load_study(path)
-    storage = runner.prepare(study, tmp_path)
-    _, trial = runner.claim(study, storage, tmp_path)
+    plan = Plan(load_study(path))
+    storage = prepare(plan, tmp_path)
+    _, trial = claim(plan, storage, tmp_path)
     trial.set_user_attr("runs", [{"seed": 0, "status": "completed", "rows": [{"step": 100, "fid": 5.0}],
                                   "extractor": "x", "steps_done": 100, "params": trial.params}])
     trial.set_user_attr("status", "completed")
     trial.study.tell(trial, 5.0)
-    return study
+    return plan
 
 
 def test_a_torn_last_journal_record_is_cut_off_and_the_finished_trials_kept(tmp_path, capsys):
-    study = finished_study(tmp_path)
+    plan = finished_study(tmp_path)
     journal = tmp_path / "optuna.journal"
     whole = journal.read_bytes()
     with open(journal, "ab") as handle:
         handle.write(b'{"op_code":5,"worker_id":"x","trial_id":1,"sta')  # a crash mid-write
-    runner.prepare(study, tmp_path)
+    prepare(plan, tmp_path)
     assert "its last record (line" in capsys.readouterr().err
     assert journal.read_bytes().startswith(whole)
     assert (tmp_path / "optuna.journal.torn").read_bytes().startswith(b'{"op_code":5')
-    table = runner.counts(study, runner.open_storage(study, tmp_path))
+    table = counts(plan, open_storage(plan.study, tmp_path))
     assert (table["completed"].sum(), table["queued"].sum()) == (1, 2)
-    _, trial = runner.claim(study, runner.open_storage(study, tmp_path), tmp_path)  # the journal takes appends again
+    _, trial = claim(plan, open_storage(plan.study, tmp_path), tmp_path)  # the journal takes appends again
     assert trial.user_attrs["sample"] == 1
 
 
@@ -167,7 +172,7 @@ def test_a_damaged_journal_record_before_others_is_refused_in_one_line(tmp_path)
     saved = load_study(tmp_path / "s.yaml")
     (results / "study.yaml").write_text(yaml.safe_dump(saved.model_dump(mode="json")))
     with pytest.raises(BenchError, match=r"optuna.journal: record 4 is damaged and later records follow it"):
-        runner.prepare(saved, results)
+        prepare(Plan(saved), results)
     done = gan_bench("status", str(results), timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
@@ -179,9 +184,9 @@ def test_a_worker_stopped_mid_trial_leaves_its_trial_running_for_the_queue(tmp_p
     into a FileNotFoundError in CI) must not record the trial as failed: it goes back to the queue."""
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(STUDY))
-    study = load_study(path)
-    storage = runner.prepare(study, tmp_path)
-    part, trial = runner.claim(study, storage, tmp_path)
+    plan = Plan(load_study(path))
+    storage = prepare(plan, tmp_path)
+    part, trial = claim(plan, storage, tmp_path)
 
     def stopped(*args, **kwargs):
         runner.stopping.set()
@@ -190,13 +195,13 @@ def test_a_worker_stopped_mid_trial_leaves_its_trial_running_for_the_queue(tmp_p
     monkeypatch.setattr(runner, "run_trial", stopped)
     try:
         with pytest.raises(FileNotFoundError):
-            runner.run_claimed(study, tmp_path, part, trial)
+            runner.run_claimed(plan, tmp_path, part, trial)
     finally:
         runner.stopping.clear()
     [record] = [t for t in trials_of(storage) if t.number == trial.number]
     assert record.state == TrialState.RUNNING and "status" not in record.user_attrs
-    runner.requeue_running(study, storage, "search")
-    assert runner.counts(study, storage)["queued"].sum() == 3
+    requeue_running(plan, storage, "search")
+    assert counts(plan, storage)["queued"].sum() == 3
 
 
 def trials_of(storage) -> list[optuna.trial.FrozenTrial]:
@@ -210,7 +215,7 @@ def test_the_journal_lock_dies_with_its_holder(tmp_path):
 import sys, time
 sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
 from pathlib import Path
-from bench.runner import JournalFlock
+from bench.journal import JournalFlock
 JournalFlock(Path({str(lock)!r})).acquire()
 print("held", flush=True)
 time.sleep(60)
@@ -219,6 +224,6 @@ time.sleep(60)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     started = time.monotonic()
-    mine = runner.JournalFlock(lock)
+    mine = JournalFlock(lock)
     assert mine.acquire() and time.monotonic() - started < 1.0
     mine.release()

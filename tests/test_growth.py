@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bench import BenchError
-from bench.runner import check_results_dir
+from bench.results_folder import check_results_dir
 from bench.study import load_study
 
 STUDY = {"name": "grow", "datasets": ["digits"], "losses": ["ns_gan"],

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import yaml
 
-from bench import losses
+from bench import losses, registry
 from bench.cli import main
 from bench.study import load_study
 from bench.config import TrialConfig, folder_name
@@ -100,7 +100,7 @@ def loss_module(tmp_path, monkeypatch):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    monkeypatch.delenv(losses.LOSS_PATH_VARIABLE, raising=False)
+    monkeypatch.delenv(registry.SEARCH_PATH_VARIABLE, raising=False)
     monkeypatch.setattr(sys, "path", list(sys.path))
     yield folder
     sys.modules.pop("gb_margin_losses", None)
@@ -115,9 +115,9 @@ def test_a_custom_loss_declares_its_hyperparameters(loss_module, monkeypatch):
     assert config.loss_params == {"margin": 2.0, "fake_weight": 1.0}
     with pytest.raises(Exception, match="loss_params.width: loss gb_margin_losses:margin_hinge has no such"):
         TrialConfig(loss="gb_margin_losses:margin_hinge", loss_params={"width": 2.0})
-    with pytest.raises(losses.UnknownLossError, match="parameter 'margin' needs a default"):
+    with pytest.raises(registry.UnknownName, match="parameter 'margin' needs a default"):
         losses.get("gb_margin_losses:needs_default")
-    with pytest.raises(losses.UnknownLossError, match="'lr' is one of gan-bench's own"):
+    with pytest.raises(registry.UnknownName, match="'lr' is one of gan-bench's own"):
         losses.get("gb_margin_losses:shadows")
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bench import BenchError, losses
-from bench.losses import UnknownLossError
+from bench.registry import UnknownName
 
-WITH_FN = [name for name in losses.names() if losses.get(name).fn is not None]
+WITH_FN = [name for name in losses.LOSSES.names() if losses.get(name).fn is not None]
 
 
 def _softplus(t: np.ndarray) -> np.ndarray:
@@ -114,12 +114,12 @@ def test_cross_entropy_losses_stay_finite_for_extreme_scores(name):
 
 
 def test_names_in_listing_order():
-    assert losses.names() == ["mm_gan", "ns_gan", "lsgan", "lsgan_raw", "wgan", "wgan_gp", "dragan", "hinge", "kl",
-                              "reverse_kl", "pearson", "hellinger", "js", "rsgan", "rasgan", "ralsgan", "rahinge",
-                              "began", "vae", "none"]
+    assert losses.LOSSES.names() == ["mm_gan", "ns_gan", "lsgan", "lsgan_raw", "wgan", "wgan_gp", "dragan", "hinge",
+                                     "kl", "reverse_kl", "pearson", "hellinger", "js", "rsgan", "rasgan", "ralsgan",
+                                     "rahinge", "began", "vae", "none"]
 
 
-@pytest.mark.parametrize("name", losses.names())
+@pytest.mark.parametrize("name", losses.LOSSES.names())
 def test_every_name_resolves(name):
     spec = losses.get(name)
     assert spec.name == name
@@ -135,12 +135,12 @@ def test_special_entries():
     assert losses.get("wgan").weight_clip
     assert losses.get("began").discriminator == "autoencoder" and losses.get("began").fn is None
     assert losses.get("vae").discriminator == "encoder" and losses.get("vae").latent == "normal"
-    assert all(losses.get(n).latent is None for n in losses.names() if n != "vae")
+    assert all(losses.get(n).latent is None for n in losses.LOSSES.names() if n != "vae")
     plain = ["mm_gan", "ns_gan", "lsgan", "lsgan_raw", "hinge"]
     assert all(losses.get(n).penalty is None and not losses.get(n).weight_clip for n in plain)
     assert not losses.get("wgan_gp").weight_clip
     # v1 draws a fresh z before WGAN-GP's generator step only (gans/WGAN_GP.py 111-112, abstract_gan.py 208-210).
-    assert [n for n in losses.names() if losses.get(n).resample_before_g] == ["wgan_gp"]
+    assert [n for n in losses.LOSSES.names() if losses.get(n).resample_before_g] == ["wgan_gp"]
 
 
 # The default configuration of each of the paper's models, as compare_gan v1's params.py gives it (wide range;
@@ -167,7 +167,7 @@ EXPECTED_DEFAULTS = {
 }
 
 
-@pytest.mark.parametrize("name", losses.names())
+@pytest.mark.parametrize("name", losses.LOSSES.names())
 def test_defaults(name):
     defaults = losses.get(name).defaults
     assert {"lr", "beta1", "beta2"} <= set(defaults)
@@ -181,12 +181,12 @@ def test_defaults_are_read_only():
 
 
 def test_unknown_name_lists_every_valid_name_on_one_line():
-    with pytest.raises(UnknownLossError) as info:
+    with pytest.raises(UnknownName) as info:
         losses.get("foo")
     message = str(info.value)
     assert isinstance(info.value, BenchError)
     assert "\n" not in message and "'foo'" in message
-    for name in losses.names():
+    for name in losses.LOSSES.names():
         assert name in message
     assert "package.module:function" in message
 
@@ -237,7 +237,7 @@ def test_custom_loss_is_imported_and_runs(custom_package):
 )
 def test_bad_custom_names_give_one_line_errors(custom_package, suffix, expected):
     name = suffix.format(pkg=custom_package)
-    with pytest.raises(UnknownLossError) as info:
+    with pytest.raises(UnknownName) as info:
         losses.get(name)
     message = str(info.value)
     assert "\n" not in message

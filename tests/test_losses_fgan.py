@@ -199,7 +199,7 @@ def test_a_trained_critic_estimates_the_divergence_between_two_gaussians(name):
 
 
 def test_only_the_relativistic_g_losses_read_real_scores():
-    assert [name for name in losses.names() if losses.get(name).g_reads_real] == RELATIVISTIC
+    assert [name for name in losses.LOSSES.names() if losses.get(name).g_reads_real] == RELATIVISTIC
     fake = torch.tensor(FAKE)
     for name in F_GANS + RELATIVISTIC:
         _, g_a = losses.get(name).fn(torch.tensor(REAL), fake)

@@ -26,10 +26,10 @@ def mnist5k() -> data.Dataset:
 
 
 def test_registered_after_digits_with_a_one_line_description() -> None:
-    names = data.names()
+    names = data.DATASETS.names()
     assert names[: names.index("polygons") + 1] == ["digits", "mnist5k", "polygons"]
     assert data.default_size("mnist5k") == 28
-    assert data.describe("mnist5k") and "\n" not in data.describe("mnist5k")
+    assert data.DATASETS.description("mnist5k") and "\n" not in data.DATASETS.description("mnist5k")
 
 
 def test_shapes_dtypes_and_split_sizes(mnist5k: data.Dataset) -> None:

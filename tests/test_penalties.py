@@ -198,20 +198,20 @@ def test_clip_weights():
 
 
 def test_get_known_penalties():
-    assert penalties.get("wgan_gp") is penalties.gradient_penalty
-    assert penalties.get("dragan") is penalties.dragan_penalty
+    assert penalties.PENALTIES.get("wgan_gp") is penalties.gradient_penalty
+    assert penalties.PENALTIES.get("dragan") is penalties.dragan_penalty
 
 
 def test_every_loss_penalty_is_registered():
-    for name in losses.names():
+    for name in losses.LOSSES.names():
         penalty = losses.get(name).penalty
         if penalty is not None:
-            assert penalties.get(penalty) in penalties.PENALTIES.values()
+            assert penalties.PENALTIES.get(penalty) in [entry for _, entry in penalties.PENALTIES.items()]
 
 
 def test_get_unknown_penalty_lists_valid_names():
     with pytest.raises(BenchError) as info:
-        penalties.get("r2")
+        penalties.PENALTIES.get("r2")
     message = str(info.value)
     assert "\n" not in message and "'r2'" in message
     assert "wgan_gp" in message and "dragan" in message

@@ -162,7 +162,7 @@ def test_a_study_with_four_workers_on_postgresql_runs_every_trial_once(tmp_path,
     dashboard = guess_storage_from_url(database_url)
     assert isinstance(dashboard, optuna.storages.RDBStorage)
     listed = {s["study_name"]: s["study_id"] for s in dashboard_get(dashboard, "/api/studies")["study_summaries"]}
-    # Each (dataset, loss), and the record of who owns the name `pg` (runner.take_ownership): a study without trials.
+    # Each (dataset, loss), and the record of who owns the name `pg` (storage.take_ownership): a study without trials.
     assert sorted(listed) == sorted(["pg", *(f"pg/digits/{loss}" for loss in LOSSES)])
     for loss, these in trials.items():
         detail = dashboard_get(dashboard, f"/api/studies/{listed[f'pg/digits/{loss}']}")

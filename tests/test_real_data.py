@@ -61,10 +61,10 @@ def _load_quietly(name: str, *args: object, **options: object) -> data.Dataset:
 
 def test_registry_lists_the_real_datasets() -> None:
     expected = {"mnist": 28, "fashion_mnist": 28, "cifar10": 32, "celeba": 64, "folder": 64}
-    assert set(expected) <= set(data.names())
+    assert set(expected) <= set(data.DATASETS.names())
     for name, size in expected.items():
         assert data.default_size(name) == size
-        assert data.describe(name) and "\n" not in data.describe(name)
+        assert data.DATASETS.description(name) and "\n" not in data.DATASETS.description(name)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -141,22 +141,26 @@ def test_a_damaged_results_file_is_one_line(tmp_path, damage):
 
 def test_report_rebuilds_a_damaged_results_file_from_the_storage(tmp_path, capsys):
     """results.csv is a view of the storage: `gan-bench report` writes it again and goes on."""
-    from bench import cli, runner
+    from bench import cli
+    from bench.plan import Plan
+    from bench.queue import claim, prepare
     from bench.study import load_study
+    from bench.tallies import write_results
 
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(
         {"name": "r", "datasets": ["digits"], "losses": ["ns_gan"], "budget": {"samples": 2, "steps": 5}}))
     study = load_study(tmp_path / "s.yaml")
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study.model_dump(mode="json")))
-    storage = runner.prepare(study, tmp_path)
-    while (claimed := runner.claim(study, storage, tmp_path)) is not None:
+    plan = Plan(study)
+    storage = prepare(plan, tmp_path)
+    while (claimed := claim(plan, storage, tmp_path)) is not None:
         _, trial = claimed
         fid = 10.0 + trial.user_attrs["sample"]
         trial.set_user_attr("runs", [{"seed": 0, "status": "completed", "rows": [{"step": 5, "fid": fid}],
                                       "extractor": "x", "steps_done": 5, "params": trial.params}])
         trial.set_user_attr("status", "completed")
         trial.study.tell(trial, fid)
-    runner.write_results(study, storage, tmp_path)
+    write_results(plan, storage, tmp_path)
     whole = (tmp_path / "results.csv").read_bytes()
     (tmp_path / "results.csv").write_bytes(whole[:-7])
     assert cli.main(["report", str(tmp_path)]) == 0

@@ -1,5 +1,6 @@
 """Running studies through the CLI with local workers: results, reports, status, and resume after SIGKILL."""
 
+import json
 import os
 import signal
 import subprocess
@@ -46,6 +47,11 @@ def test_tiny_study_end_to_end(tmp_path):
     assert (first.loc["lsgan", "param_lr"], first.loc["lsgan", "param_beta1"]) == (2e-4, 0.5)
     # Every score names its protocol.
     assert table["protocol"].str.match(r"domain-digits-\S+@[0-9a-f]{12} resize=antialias real=test:360 gen=100$").all()
+    # Every row says the thread count and device its run trained with, as the run recorded them (the study's one
+    # thread, whatever the worker count).
+    for row in table.itertuples():
+        record = json.loads((results / row.folder / "result.json").read_text())
+        assert (row.threads, row.device) == (record["threads"], record["device"]) and row.threads == 1
     for name in ("summary.csv", "summary.md", "fid_vs_budget.png", "study.yaml"):
         assert (results / name).stat().st_size > 0
     summary = (results / "summary.md").read_text()
@@ -99,7 +105,7 @@ def test_resume_after_sigkill_finishes_exactly_the_budget(tmp_path):
 def test_workers_are_pinned_one_gpu_each(monkeypatch):
     import torch
 
-    from bench.executors import visible_gpus, worker_environments
+    from bench.executors.local import visible_gpus, worker_environments
 
     assert worker_environments(3, []) == [{}, {}, {}]
     assert worker_environments(3, ["0", "1"]) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"},
@@ -117,7 +123,7 @@ def test_workers_are_pinned_one_gpu_each(monkeypatch):
 def test_local_executor_places_workers_on_gpus():
     """`gpus: auto` and friends, on a simulated list of visible GPUs (this machine has none)."""
     from bench import BenchError
-    from bench.executors import local_worker_environments
+    from bench.executors.local import local_worker_environments
     from bench.study import LocalExecutor
 
     pinned = lambda *gpus: [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import runner
+from bench.storage import OWNER, open_storage
 from bench.study import load_study
 
 STUDY = {
@@ -113,9 +113,9 @@ def test_a_grown_study_stays_the_owner_and_its_record_follows(shared):
     run = gan_bench("run", write(tmp_path, "a", grown), "--results", str(tmp_path / "A"), "--no-progress")
     assert run.returncode == 0, run.stderr
     assert len(pd.read_csv(tmp_path / "A" / "results.csv")) == 6
-    storage = runner.open_storage(load_study(tmp_path / "a.yaml"), tmp_path / "A")
+    storage = open_storage(load_study(tmp_path / "a.yaml"), tmp_path / "A")
     (owner,) = [s for s in storage.get_all_studies() if s.study_name == "are_gans_equal"]
-    record = owner.user_attrs[runner.OWNER]
+    record = owner.user_attrs[OWNER]
     assert record["definition"]["budget"]["samples"] == 3 and record["results"] == str((tmp_path / "A").resolve())
     # Shrunk back, it would change what the record says the study is: refused.
     shrunk = gan_bench("run", write(tmp_path, "a", a), "--results", str(tmp_path / "A"), "--no-progress")
@@ -124,7 +124,7 @@ def test_a_grown_study_stays_the_owner_and_its_record_follows(shared):
 
 def test_trials_written_before_owners_were_recorded(shared):
     tmp_path, journal, a = shared
-    storage = runner.open_storage(load_study(tmp_path / "a.yaml"), tmp_path / "A")
+    storage = open_storage(load_study(tmp_path / "a.yaml"), tmp_path / "A")
     optuna.delete_study(study_name="are_gans_equal", storage=storage)  # as an older gan-bench left the storage
     other = gan_bench("run", write(tmp_path, "a", a), "--results", str(tmp_path / "E"), "--no-progress")
     assert other.returncode == 2

@@ -9,7 +9,8 @@ from optuna.trial import TrialState
 from bench import BenchError
 
 from bench.cli import main
-from bench.runner import distributions, planned_samples, prepare
+from bench.plan import Plan
+from bench.queue import prepare
 from bench.study import load_study
 
 GOOD = {
@@ -130,13 +131,17 @@ def test_shipped_studies_validate():
     assert study.budget.samples >= 4
 
 
+def planned_samples(study, dataset, loss):
+    return Plan(study).part("search", dataset, loss).planned_samples()
+
+
 def test_random_sampling_is_reproducible_and_defaults_come_first(tmp_path):
     study = load_study(write(tmp_path, GOOD))
     first = planned_samples(study, "digits", "wgan_gp")
     assert first == planned_samples(study, "digits", "wgan_gp")
     assert first[0] == ({"lr": 1e-4, "beta1": 0.5, "n_disc": 5, "gp_lambda": 10}, {})  # the authors' defaults
     assert len(first) == 3 and len({tuple(sorted(p.items())) for p, _ in first}) == 3
-    space = distributions(study, "wgan_gp")
+    space = Plan(study).part("search", "digits", "wgan_gp").space
     for params, overrides in first:
         assert set(params) == set(space) and not overrides
         assert 1e-4 <= params["lr"] <= 1e-2 and params["n_disc"] in (1, 5)
@@ -158,9 +163,9 @@ def test_grid_covers_the_grid_exactly_once(tmp_path):
 
 
 def test_prepare_enqueues_each_study_once(tmp_path):
-    study = load_study(write(tmp_path, GOOD))
-    storage = prepare(study, tmp_path)
-    prepare(study, tmp_path)  # a second driver start must not enqueue again
+    plan = Plan(load_study(write(tmp_path, GOOD)))
+    storage = prepare(plan, tmp_path)
+    prepare(plan, tmp_path)  # a second driver start must not enqueue again
     for loss in GOOD["losses"]:
         trials = optuna.load_study(study_name=f"tiny/digits/{loss}", storage=storage).get_trials()
         assert [t.user_attrs["sample"] for t in trials] == [0, 1, 2]
@@ -169,12 +174,12 @@ def test_prepare_enqueues_each_study_once(tmp_path):
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_claims_serve_every_sample_once_and_stop_at_the_budget(tmp_path, sampler):
-    from bench.runner import claim
+    from bench.queue import claim
 
-    study = load_study(write(tmp_path, changed(sampler={"name": sampler, "seed": 1})))
-    storage = prepare(study, tmp_path)
+    plan = Plan(load_study(write(tmp_path, changed(sampler={"name": sampler, "seed": 1}))))
+    storage = prepare(plan, tmp_path)
     claimed = []
-    while (next_trial := claim(study, storage, tmp_path)) is not None:
+    while (next_trial := claim(plan, storage, tmp_path)) is not None:
         part, trial = next_trial
         claimed.append((part.loss, trial.user_attrs["sample"]))
         trial.set_user_attr("status", "completed")
@@ -183,13 +188,13 @@ def test_claims_serve_every_sample_once_and_stop_at_the_budget(tmp_path, sampler
     assert [c[0] for c in claimed[:2]] == ["ns_gan", "wgan_gp"]  # round-robin over (dataset, loss)
 
 
-def finish_search(study, storage, tmp_path, values):
+def finish_search(plan, storage, tmp_path, values):
     """Claims every search trial and records an outcome as the runner does: `values[(loss, sample)]` is a best FID
     (completed), ("diverged", fid) for a run that diverged after an evaluation with that FID, or None for one that
     diverged before any."""
-    from bench.runner import claim
+    from bench.queue import claim
 
-    while (claimed := claim(study, storage, tmp_path)) is not None:
+    while (claimed := claim(plan, storage, tmp_path)) is not None:
         part, trial = claimed
         value = values[(part.loss, trial.user_attrs["sample"])]
         status, fid = ("completed", value) if not isinstance(value, tuple) and value is not None else (
@@ -202,31 +207,34 @@ def finish_search(study, storage, tmp_path, values):
 
 
 def test_confirm_stage_reruns_the_best_search_configuration_with_fresh_seeds(tmp_path):
-    from bench.runner import best_configuration, claim, counts
+    from bench.confirm import best_configuration
+    from bench.queue import claim
+    from bench.tallies import counts
 
-    study = load_study(write(tmp_path, changed(stages=["search", "confirm"], confirm={"runs": 4, "first_seed": 100})))
-    storage = prepare(study, tmp_path)
+    plan = Plan(load_study(write(tmp_path, changed(stages=["search", "confirm"],
+                                                   confirm={"runs": 4, "first_seed": 100}))))
+    storage = prepare(plan, tmp_path)
     # ns_gan: sample 1 diverged after reaching 3.5, and keeps it (as v1's 31337 sentinel for NaN checkpoints let it);
     # it ties with sample 2 and the tie goes to the earlier sample. wgan_gp: no run has a finite FID.
-    finish_search(study, storage, tmp_path, {("ns_gan", 0): 9.0, ("ns_gan", 1): ("diverged", 3.5),
+    finish_search(plan, storage, tmp_path, {("ns_gan", 0): 9.0, ("ns_gan", 1): ("diverged", 3.5),
                                              ("ns_gan", 2): 3.5, ("wgan_gp", 0): None, ("wgan_gp", 1): None,
                                              ("wgan_gp", 2): None})
     search = optuna.load_study(study_name="tiny/digits/ns_gan", storage=storage).get_trials()
-    sample, config = best_configuration(study, storage, "digits", "ns_gan")
+    sample, config = best_configuration(plan, storage, "digits", "ns_gan")
     assert sample == 1 and config == {**search[1].params, "seed_marker": "ns_gan"}
-    assert best_configuration(study, storage, "digits", "wgan_gp") is None
+    assert best_configuration(plan, storage, "digits", "wgan_gp") is None
 
-    prepare(study, tmp_path, "confirm")
-    prepare(study, tmp_path, "confirm")  # idempotent, like the search stage
+    prepare(plan, tmp_path, "confirm")
+    prepare(plan, tmp_path, "confirm")  # idempotent, like the search stage
     confirm = optuna.load_study(study_name="tiny/digits/ns_gan/confirm", storage=storage).get_trials()
     assert [t.user_attrs["seed"] for t in confirm] == [100, 101, 102, 103]
     assert all(t.user_attrs["source_trial"] == 1 and t.user_attrs["config"] == config for t in confirm)
-    table = counts(study, storage, "confirm").set_index("loss")
+    table = counts(plan, storage, "confirm").set_index("loss")
     assert table.loc["ns_gan", "queued"] == 4
     assert table.loc["wgan_gp", "queued"] == 0 and table.loc["wgan_gp", "skipped"] == "no search trial with a finite FID"
 
     claimed = []
-    while (next_trial := claim(study, storage, tmp_path, "confirm")) is not None:
+    while (next_trial := claim(plan, storage, tmp_path, "confirm")) is not None:
         part, trial = next_trial
         claimed.append((part.stage, part.loss, trial.user_attrs["seed"]))
         assert trial.params == {} and trial.user_attrs["config"] == config  # the source run's configuration, whole
@@ -236,10 +244,10 @@ def test_confirm_stage_reruns_the_best_search_configuration_with_fresh_seeds(tmp
 
 
 def test_confirm_stage_refuses_an_unfinished_search(tmp_path):
-    study = load_study(write(tmp_path, changed(stages=["search", "confirm"])))
-    prepare(study, tmp_path)
+    plan = Plan(load_study(write(tmp_path, changed(stages=["search", "confirm"]))))
+    prepare(plan, tmp_path)
     with pytest.raises(BenchError, match="run the search stage first"):
-        prepare(study, tmp_path, "confirm")
+        prepare(plan, tmp_path, "confirm")
 
 
 def test_run_stage_must_be_one_of_the_studys(tmp_path, capsys):
@@ -250,7 +258,7 @@ def test_run_stage_must_be_one_of_the_studys(tmp_path, capsys):
 
 def test_are_gans_equal_plans_the_papers_study():
     study = load_study("studies/are_gans_equal.yaml")
-    search, confirm = study.plan("search"), study.plan("confirm")
+    search, confirm = Plan(study).parts("search"), Plan(study).parts("confirm")
     assert set(study.losses) == {"mm_gan", "ns_gan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"}
     assert set(study.datasets) == {"mnist", "fashion_mnist", "cifar10", "celeba"}
     assert len(search) == 8 * 4 and sum(p.trials for p in search) == 8 * 4 * 100
@@ -281,21 +289,41 @@ def test_the_storage_opens_in_optuna_dashboard(tmp_path):
     """README: `optuna-dashboard results/<study>/optuna.journal` — the dashboard's own way of opening a path."""
     from optuna_dashboard._storage_url import guess_storage_from_url
 
-    study = load_study(write(tmp_path, GOOD))
-    prepare(study, tmp_path)
+    prepare(Plan(load_study(write(tmp_path, GOOD))), tmp_path)
     storage = guess_storage_from_url(str(tmp_path / "optuna.journal"))
-    # One Optuna study per (dataset, loss), and the record of who owns the name (runner.take_ownership).
+    # One Optuna study per (dataset, loss), and the record of who owns the name (storage.take_ownership).
     assert {s.study_name for s in storage.get_all_studies()} == {"tiny", "tiny/digits/ns_gan", "tiny/digits/wgan_gp"}
     trials = storage.get_all_trials(storage.get_study_id_from_name("tiny/digits/wgan_gp"))
     assert [t.user_attrs["sample"] for t in trials] == [0, 1, 2]
 
 
 def test_a_stage_is_finished_when_no_trial_is_left_to_do_or_running(tmp_path):
-    from bench.executors import stage_finished
+    from bench.storage import open_storage
+    from bench.tallies import unfinished
 
-    study = load_study(write(tmp_path, changed(stages=["search", "confirm"], confirm={"runs": 2})))
-    assert not stage_finished(study, tmp_path, "search")  # not prepared yet: every trial to do
-    storage = prepare(study, tmp_path)
-    assert not stage_finished(study, tmp_path, "search")
-    finish_search(study, storage, tmp_path, {(loss, i): 1.0 + i for loss in GOOD["losses"] for i in range(3)})
-    assert stage_finished(study, tmp_path, "search") and not stage_finished(study, tmp_path, "confirm")
+    plan = Plan(load_study(write(tmp_path, changed(stages=["search", "confirm"], confirm={"runs": 2}))))
+
+    def finished(stage):
+        return unfinished(plan, open_storage(plan.study, tmp_path), stage).empty
+
+    assert not finished("search")  # not prepared yet: every trial to do
+    storage = prepare(plan, tmp_path)
+    assert not finished("search")
+    finish_search(plan, storage, tmp_path, {(loss, i): 1.0 + i for loss in GOOD["losses"] for i in range(3)})
+    assert finished("search") and not finished("confirm")
+
+
+def test_a_study_validates_without_importing_the_training_loop(tmp_path):
+    """study.py reads TrialConfig from bench.config: validating a study (as `gan-bench validate` and every worker
+    does) never imports the trial kinds or the driver loop."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "datasets": ["digits"], "losses": ["ns_gan", "began"],
+                                    "budget": {"samples": 1, "steps": 10}}))
+    code = ("import sys; from pathlib import Path; from bench.study import load_study; "
+            f"load_study(Path({str(path)!r})); "
+            "print(sorted(m for m in ('bench.trial', 'bench.gan', 'bench.translation', 'bench.kind') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -85,7 +85,7 @@ def test_a_composite_loss_is_its_adversarial_loss_plus_the_weighted_terms():
 
 
 def test_every_critic_gives_its_features_from_the_scoring_pass():
-    for name in models.names():
+    for name in models.MODELS.names():
         _, D = models.build(name, (1, 16, 16), 8)
         assert isinstance(D, Critic)
         x = torch.rand(4, 1, 16, 16)

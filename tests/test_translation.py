@@ -13,9 +13,12 @@ import pytest
 import torch
 import yaml
 
-from bench import data, image_metrics, runner, tasks
+from bench import data, image_metrics, tasks
 from bench.cli import main
+from bench.confirm import best_configuration
+from bench.plan import Plan
 from bench.report import best_of_k_bootstrap, summary
+from bench.storage import open_storage
 from bench.study import Study
 from bench.config import TrialConfig, g_updates
 from bench.trial import run_trial
@@ -211,13 +214,13 @@ def test_a_translation_study_maximises_ssim_end_to_end(tmp_path):
     search, confirmed = table[table["stage"] == "search"], table[table["stage"] == "confirm"]
     assert len(search) == 3 * 2 * 2 and len(confirmed) == 3 * 2 * 2 and table["ssim"].between(-1, 1).all()
     study = Study(**yaml.safe_load((results / "study.yaml").read_text()))
-    storage = runner.open_storage(study, results)
-    for part in study.plan("search"):
-        ostudy = optuna.load_study(study_name=runner.optuna_name(study, part), storage=storage)
+    storage, plan = open_storage(study, results), Plan(study)
+    for part in plan.parts("search"):
+        ostudy = optuna.load_study(study_name=part.optuna_name, storage=storage)
         assert ostudy.direction == optuna.study.StudyDirection.MAXIMIZE
         rows = search[(search["dataset"] == part.dataset) & (search["loss"] == part.loss)]
         best_per_trial = rows.groupby("trial")["ssim"].max()
-        sample, _ = runner.best_configuration(study, storage, part.dataset, part.loss)
+        sample, _ = best_configuration(plan, storage, part.dataset, part.loss)
         assert sample == best_per_trial.idxmax()  # the highest SSIM, not the lowest
         assert ostudy.best_value == pytest.approx(best_per_trial.max())
         # The confirm stage re-trains that configuration.

@@ -94,7 +94,8 @@ def test_a_checkpoint_written_before_a_config_field_existed_resumes(tmp_path):
     assert again.rows == first.rows and again.train_seconds == pytest.approx(first.train_seconds, abs=0.05)
 
 
-@pytest.mark.parametrize("loss", [name for name in losses.names() if name != "none"])  # none: tests/test_translation.py
+# none: tests/test_translation.py
+@pytest.mark.parametrize("loss", [name for name in losses.LOSSES.names() if name != "none"])
 def test_every_loss_trains(tmp_path, loss):
     config = TrialConfig(dataset="digits", loss=loss, steps=8, eval_steps=[8], metrics={"num_samples": 100})
     result = run_trial(config, tmp_path)

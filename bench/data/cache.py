@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from bench import BenchError
-from bench.data import Dataset
+from bench.data.base import Dataset
 from bench.io import atomic_numpy_save, atomic_write_json, cache_lock, damage_reason, environment_fault, move_aside
 
 # Bump when decoding or resizing changes, so stale caches of the datasets decoded from files are rebuilt.

@@ -13,7 +13,7 @@ import numpy as np
 import torchvision
 
 from bench import BenchError
-from bench.data import Dataset, DatasetMissingError, register
+from bench.data.base import Dataset, DatasetMissingError, register
 from bench.data.cache import REAL_CACHE_VERSION, _dataset, cached_arrays
 from bench.data.images import DEFAULT_RESIZE, _check_resize, _decode_images, _UnreadableImage
 from bench.io import cache_dir

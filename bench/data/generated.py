@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bench.data import Dataset, _check_int, register
+from bench.data.base import Dataset, _check_int, register
 from bench.data.cache import _dataset, cached_arrays
 from bench.data.images import NO_RESIZE
 from bench.io import cache_dir

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.data import Dataset, DatasetMissingError, register
+from bench.data.base import Dataset, DatasetMissingError, register
 from bench.data.images import DEFAULT_RESIZE, NO_RESIZE
 
 # ---------------------------------------------------------------------------------------------------------------------

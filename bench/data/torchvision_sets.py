@@ -15,7 +15,7 @@ import torchvision
 
 from bench import BenchError
 from bench.io import adopt_default_mode
-from bench.data import Dataset, DatasetMissingError, data_root, register
+from bench.data.base import Dataset, DatasetMissingError, data_root, fetch_command, register
 from bench.data.cache import REAL_CACHE_VERSION, _dataset, cache_readable, cached_arrays
 from bench.data.images import DEFAULT_RESIZE, NO_RESIZE, _check_resize, _decode_images, _resized, _UnreadableImage
 
@@ -50,9 +50,7 @@ class _Torchvision:
     def prefetch_fix(self) -> str:
         """How to get the files: a command that works as printed (with the data root unless it is the default),
         or another data root."""
-        from bench.prefetch import command  # not at the top: bench.prefetch imports bench.data
-
-        return (f"fetch it with `{command('--dataset', self.name)}` on a machine with internet, "
+        return (f"fetch it with `{fetch_command('--dataset', self.name)}` on a machine with internet, "
                 "or set --data-root / GAN_BENCH_DATA to a folder that holds it")
 
     def error(self, root: Path, problem: str, fix: str | None = None) -> DatasetMissingError:

@@ -25,8 +25,12 @@ from torch import nn
 from bench import BenchError
 from bench.models import dcgan, infogan, mlp
 from bench.models.common import init_compare_gan, init_pytorch
+from bench.registry import Registry
 
-MODELS: dict[str, ModuleType] = {"mlp": mlp, "infogan": infogan, "dcgan": dcgan}
+MODELS: Registry[ModuleType] = Registry("model")
+MODELS.add("mlp", mlp, "a small fully connected pair: fast on a CPU, good enough for digits and polygons")
+MODELS.add("infogan", infogan, "the paper's InfoGAN-style pair, layer for layer as compare_gan v1 builds it")
+MODELS.add("dcgan", dcgan, "the DCGAN pair (Radford et al. 2016) for square images of side 4·2^k")
 
 # What sits in D's place: a critic scoring images, BEGAN's autoencoder, the VAE's encoder, or nothing (an
 # image-to-image loss of terms alone, such as L1 regression).
@@ -37,10 +41,6 @@ DiscriminatorKind = Literal["critic", "autoencoder", "encoder", "none"]
 Init = Literal["model", "compare_gan", "pytorch"]
 INITS: tuple[str, ...] = get_args(Init)
 _INITIALISERS: dict[str, Callable[[nn.Module], None]] = {"compare_gan": init_compare_gan, "pytorch": init_pytorch}
-
-
-def names() -> list[str]:
-    return list(MODELS)
 
 
 def build(
@@ -56,11 +56,9 @@ def build(
     `d_batchnorm` applies to whichever network sits in D's place. The weights are drawn from torch's global
     generator after construction, so torch.manual_seed fixes every one of them.
     """
-    if name not in MODELS:
-        raise BenchError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    module = MODELS.get(name)
     if init not in INITS:
         raise BenchError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
-    module = MODELS[name]
     module.check_shape(image_shape)
     initialise = module.init_weights if init == "model" else _INITIALISERS[init]
     # G is initialised before D is constructed, so the global generator's draws come in the order they always did.
