@@ -154,7 +154,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from bench.data import use_data_root
-    from bench.config import folder_name
+    from bench.io import folder_name
     from bench.results_folder import check_writable
     from bench.trial import run_trial
 

@@ -5,7 +5,6 @@ code."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Literal
 
 import torch
@@ -239,12 +238,6 @@ def check_translation(config: TrialConfig) -> None:
         if {"generator", "nce_head"} & term.needs and "inverse" not in term.needs and not same_channels:
             raise ValueError(f"terms[{i}]: {name} feeds target-domain images to G, whose input has "
                              f"{task.source_channels(shape[0])} channel(s) in {task.task}, not {shape[0]}")
-
-
-def folder_name(text: str) -> str:
-    """`text` with every character outside [A-Za-z0-9._+-] replaced by "_": a custom loss `pkg.mod:fn` must not put a
-    ':' (which breaks tools, PATH-like lists and SLURM's file patterns) into a trial folder's name."""
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
 
 
 def g_updates(count: StepCount, steps: int, n_disc: int) -> int:

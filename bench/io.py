@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -231,3 +232,9 @@ def cache_note(cache: Path) -> Path:
     """A small file kept apart from a cache (in `<cache root>/notes/`, by the cache's name, which says what it holds)
     with how it was built: what the cache's own record says too, for when that record is damaged."""
     return cache_dir() / "notes" / f"{Path(cache).name}.json"
+
+
+def folder_name(text: str) -> str:
+    """`text` with every character outside [A-Za-z0-9._+-] replaced by "_": a custom loss `pkg.mod:fn` must not put a
+    ':' (which breaks tools, PATH-like lists and SLURM's file patterns) into a trial folder's name."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)

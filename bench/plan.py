@@ -39,6 +39,7 @@ class PlannedPart:
 
     @property
     def steps(self) -> int:
+        """Training steps per trial."""
         return self.fields["steps"]
 
     def sampler(self) -> optuna.samplers.BaseSampler:
@@ -73,6 +74,7 @@ class PlannedPart:
         return {**self.fixed, **overrides, **params}
 
     def config(self, hyperparameters: dict[str, Any], seed: int) -> TrialConfig:
+        """The config of one run of the part."""
         return TrialConfig.from_params(self.fields, hyperparameters, seed)
 
 
@@ -97,6 +99,7 @@ class Plan:
         return [part for name in (self.study.stages if stage is None else [stage]) for part in self._parts[name]]
 
     def part(self, stage: str, dataset: str, loss: str) -> PlannedPart:
+        """The part of one stage of a (dataset, loss)."""
         for part in self._parts[stage]:
             if (part.dataset, part.loss) == (dataset, loss):
                 return part

@@ -24,8 +24,7 @@ import pandas as pd
 import yaml
 
 from bench import BenchError
-from bench.io import atomic_write_text
-from bench.results_folder import RESULTS_FILE, STUDY_FILE
+from bench.io import atomic_write_text, folder_name
 from bench.metrics import METRICS
 
 
@@ -44,7 +43,7 @@ TASK_METRICS = ("psnr", "ssim", "perceptual", "fid")
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
-    path = Path(results_dir) / RESULTS_FILE
+    path = Path(results_dir) / "results.csv"
     if not path.is_file():
         raise BenchError(f"{path}: not found; run the study first (gan-bench run STUDY.yaml)")
     data = path.read_bytes()
@@ -384,7 +383,7 @@ def plot_sample_grids(results: pd.DataFrame, results_dir: Path, path: Path, obje
 
 def study_objective(results_dir: Path) -> str:
     """The objective of the study in `results_dir` (its study.yaml), fid when it names none or is absent."""
-    saved = Path(results_dir) / STUDY_FILE
+    saved = Path(results_dir) / "study.yaml"
     if not saved.is_file():
         return "fid"
     fields = yaml.safe_load(saved.read_text(encoding="utf-8"))
@@ -398,15 +397,16 @@ def write_report(results_dir: Path, reference: Path | None = None) -> list[Path]
     results_dir = Path(results_dir)
     results = read_results(results_dir)
     if results.empty:
-        raise BenchError(f"{results_dir / RESULTS_FILE}: no finished trials yet")
+        raise BenchError(f"{results_dir / 'results.csv'}: no finished trials yet")
     objective = study_objective(results_dir)
     paths = []
     if (results["stage"] == "search").any():
         table = summary(results, objective)
         atomic_write_text(results_dir / "summary.csv", table.to_csv(index=False))
         atomic_write_text(results_dir / "summary.md", table.to_markdown(index=False, floatfmt=".4g") + "\n")
-        plot_vs_budget(results, results_dir / f"{objective}_vs_budget.png", objective)
-        paths += [results_dir / name for name in ("summary.csv", "summary.md", f"{objective}_vs_budget.png")]
+        figure = folder_name(f"{objective}_vs_budget.png")  # a custom metric's package.module:function has a ':'
+        plot_vs_budget(results, results_dir / figure, objective)
+        paths += [results_dir / name for name in ("summary.csv", "summary.md", figure)]
         if plot_sample_grids(results, results_dir, results_dir / "samples.png", objective) is not None:
             paths.append(results_dir / "samples.png")
     if (results["stage"] == "confirm").any():

@@ -22,13 +22,12 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from bench import BenchError
-from bench.io import atomic_write_json, atomic_write_text, open_lock_file
+from bench.io import atomic_write_json, atomic_write_text, folder_name, open_lock_file
 
 if TYPE_CHECKING:  # bench.study imports the datasets and models: not needed to read a folder's layout
-    from bench.plan import PlannedPart
     from bench.study import Study
 
 STUDY_FILE = "study.yaml"
@@ -44,14 +43,20 @@ DRIVER_LOCK, DRIVER = ".driver.lock", ".driver.json"
 SLURM = "slurm"
 
 
-def trial_dir(results_dir: Path, part: PlannedPart, sample: int, seed: int) -> Path:
-    """The folder of one run: a sample of a part, trained with one seed."""
-    from bench.config import folder_name  # here: it loads the datasets and models, which `report` needs not
+class Part(Protocol):
+    """Where a run belongs: a stage of one (dataset, loss) (a bench.plan.PlannedPart, which imports this module)."""
 
-    loss = folder_name(part.loss)
+    stage: str
+    dataset: str
+    loss: str
+
+
+def trial_dir(results_dir: Path, part: Part, sample: int, seed: int) -> Path:
+    """The folder of one run: a sample of a part, trained with one seed."""
+    dataset, loss = folder_name(part.dataset), folder_name(part.loss)  # a custom one's package.module:name has a ':'
     if part.stage == "search":
-        return results_dir / TRIALS / f"{part.dataset}-{loss}-{sample:04d}-seed{seed}"
-    return results_dir / TRIALS / part.stage / f"{part.dataset}-{loss}-seed{seed}"
+        return results_dir / TRIALS / f"{dataset}-{loss}-{sample:04d}-seed{seed}"
+    return results_dir / TRIALS / part.stage / f"{dataset}-{loss}-seed{seed}"
 
 
 def slurm_dir(results_dir: Path) -> Path:

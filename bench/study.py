@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from bench import BenchError, data, feature_nets, losses, models, registry, terms
 from bench.metrics import METRICS, MetricsConfig
@@ -278,7 +279,31 @@ class SlurmExecutor(BaseModel):
     log_dir: Path | None = Field(None, description="submitit's folder; default: <results>/slurm (shared filesystem)")
 
 
-Executor = Annotated[Union[LocalExecutor, SlurmExecutor], Field(discriminator="name")]
+class CustomExecutor(BaseModel):
+    """An executor of one's own, `package.module:Class` (a bench.executors.Executor subclass): its settings are this
+    entry, its own fields beside name and workers."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="package.module:Class")
+    workers: int = Field(1, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _an_extension(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
+            raise ValueError(f"{name!r} is neither local, slurm nor an executor of one's own, package.module:Class")
+        return name
+
+
+def _executor_kind(entry: Any) -> str:
+    """Which settings model an `executor` entry is: local (the default), slurm, or custom for any other name."""
+    name = entry.get("name", "local") if isinstance(entry, dict) else getattr(entry, "name", "local")
+    return name if name in ("local", "slurm") else "custom"
+
+
+Executor = Annotated[Union[Annotated[LocalExecutor, Tag("local")], Annotated[SlurmExecutor, Tag("slurm")],
+                           Annotated[CustomExecutor, Tag("custom")]], Discriminator(_executor_kind)]
 
 
 class Pruner(BaseModel):
@@ -691,7 +716,7 @@ def validation_message(error: ValidationError) -> str:
     # pydantic puts the union member it tried into the path ("Distribution", "function-after[...]", "float").
     parts = [str(p) for p in first["loc"]
              if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p or p[:1].isupper()))]
-    if parts[:2] in (["executor", "local"], ["executor", "slurm"]):  # the discriminated union's tag
+    if parts[:2] in (["executor", "local"], ["executor", "slurm"], ["executor", "custom"]):  # the union's tag
         del parts[1]
     message = first["msg"].removeprefix("Value error, ")
     if message.startswith("[") and parts:  # a list element's index, reported by a field validator

@@ -15,7 +15,8 @@ import yaml
 from bench import losses, registry
 from bench.cli import main
 from bench.study import load_study
-from bench.config import TrialConfig, folder_name
+from bench.config import TrialConfig
+from bench.io import folder_name
 
 QUICK = {"metrics": {"num_samples": 100, "kid": False, "isc": False}}
 

@@ -39,23 +39,15 @@ TIMEOUT = 120
 # bench.data's loaders import names (Dataset, register, ...) from bench/data/__init__.py, which imports the loaders to
 # register them. Breaking them is the fix (those names move to a module of bench.data that the loaders import and
 # __init__ re-exports); a cycle that does not go through one of these still fails the test.
-# And bench.results_folder imports bench.plan (and bench.study) under `if TYPE_CHECKING:`, closing
-# plan -> storage -> results_folder -> plan, in the runner's split, under way.
 KNOWN_CYCLE_IMPORTS = {
     ("bench.data.cache", "bench.data"),
     ("bench.data.folder", "bench.data"),
     ("bench.data.generated", "bench.data"),
     ("bench.data.packaged", "bench.data"),
     ("bench.data.torchvision_sets", "bench.data"),
-    ("bench.results_folder", "bench.plan"),
 }
-# What lint-imports finds broken on the same day, in the runner's split under way: report imports results_folder,
-# which the layers put above it (results_folder's imports of plan and study under TYPE_CHECKING count), and the cycle
-# above. Anything else it finds fails the test.
-KNOWN_BROKEN = {
-    "bench.report is not allowed to import bench.results_folder",
-    ".results_folder -> .plan",
-}
+# What lint-imports finds broken on the same day. Anything else it finds fails the test.
+KNOWN_BROKEN: set[str] = set()
 
 
 # --- the cycles of an import graph ---

@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 from tqdm import tqdm
 
-from bench import EnvironmentFault
+from bench import BenchError, EnvironmentFault
 from bench.plan import Plan
 from bench.registry import Registry
 from bench.results_folder import driver_running
@@ -44,6 +44,7 @@ class Executor:
         """Fails, before anything is written, if this executor cannot run from here."""
 
     def worker_count(self) -> int:
+        """How many workers it runs, as the study (or --workers) says."""
         return self.workers or self.settings.workers
 
     def run(self, plan: Plan, results_dir: Path, stage: str, progress: bool = True, retry_failed: bool = False,
@@ -63,7 +64,15 @@ class Executor:
         return []
 
 
-EXECUTORS: Registry[type[Executor]] = Registry("executor")
+def custom_executor(name: str, kind: Any) -> type[Executor]:
+    """An executor of one's own, `package.module:Class`, which EXECUTORS.get imports: an Executor subclass, whose
+    settings are the study's `executor` entry (its name, workers and any fields of its own)."""
+    if not (isinstance(kind, type) and issubclass(kind, Executor)):
+        raise BenchError(f"custom executor {name!r}: not a subclass of bench.executors.Executor")
+    return kind
+
+
+EXECUTORS: Registry[type[Executor]] = Registry("executor", custom_executor, "package.module:Class")
 
 
 def in_progress(results_dir: Path) -> Following | None:
