@@ -526,6 +526,8 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.executors import EXECUTORS
+
     # allow_abbrev=False everywhere: argparse would otherwise take a prefix for the option it starts (`--worker 1`
     # as `--workers 1`, `--n-dis` as `--n-disc`), so a typo would run a study other than the one meant.
     options = {"allow_abbrev": False, "formatter_class": _HelpFormatter}
@@ -550,8 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive_int, metavar="N",
                      help="worker processes or SLURM array tasks (default: the study's executor.workers)")
     run.add_argument("--results", metavar="DIR", help="results folder (default: results/STUDY_NAME)")
-    run.add_argument("--executor", choices=["local", "slurm"], help="run on this executor, with its defaults "
-                                                                    "(default: the study's)")
+    run.add_argument("--executor", choices=EXECUTORS.names(), help="run on this executor, with its defaults "
+                                                                  "(default: the study's)")
     run.add_argument("--detach", action="store_true", help="SLURM: submit and return; follow with `gan-bench status "
                                                            "RESULTS --wait`")
     run.add_argument("--stage", choices=["search", "confirm"], help="run one stage (default: all of the study's)")

@@ -35,21 +35,6 @@ except ModuleNotFoundError:  # Python 3.10: Import Linter depends on tomli there
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
 
-# Imports that close cycles known on the day this test was written, each being removed by issue 19's other items:
-# bench.data's loaders import names (Dataset, register, ...) from bench/data/__init__.py, which imports the loaders to
-# register them. Breaking them is the fix (those names move to a module of bench.data that the loaders import and
-# __init__ re-exports); a cycle that does not go through one of these still fails the test.
-KNOWN_CYCLE_IMPORTS = {
-    ("bench.data.cache", "bench.data"),
-    ("bench.data.folder", "bench.data"),
-    ("bench.data.generated", "bench.data"),
-    ("bench.data.packaged", "bench.data"),
-    ("bench.data.torchvision_sets", "bench.data"),
-}
-# What lint-imports finds broken on the same day. Anything else it finds fails the test.
-KNOWN_BROKEN: set[str] = set()
-
-
 # --- the cycles of an import graph ---
 
 Graph = dict[str, set[str]]
@@ -175,20 +160,9 @@ def _outcome(output: str, contract: str) -> str:
     return found.group(1)
 
 
-def _problems(output: str) -> set[str]:
-    """What lint-imports' report of broken contracts names: forbidden imports, modules in no layer, imports whose
-    removal would break the cycles (an unparsed report: "?")."""
-    problems = set(re.findall(r"^(bench\S* is not allowed to import bench\S*):$", output, re.MULTILINE))
-    problems |= {f"not in a layer: {module}" for module in re.findall(r"^- (bench\S*)$", output, re.MULTILINE)}
-    problems |= set(re.findall(r"^- (\.\S+ -> \.\S+) \(\d+ imports?\)$", output, re.MULTILINE))
-    return problems if problems and "(and " not in output else {"?"}
-
-
 def test_lint_imports_keeps_every_contract():
     result = lint_imports(REPO)
     output = result.stdout + result.stderr
-    if result.returncode == 1 and _problems(output) <= KNOWN_BROKEN:
-        pytest.xfail(f"only the known problems of the refactoring under way are left (KNOWN_BROKEN):\n{output}")
     assert result.returncode == 0, f"lint-imports failed (exit code {result.returncode}):\n{output}"
     for contract in _contract_names():
         assert _outcome(output, contract) == "KEPT", output
@@ -303,13 +277,7 @@ def test_bench_has_no_import_cycle():
     assert Path(origin).parent == REPO / "bench", f"bench is imported from {origin}, not from this checkout"
     grimp_graph, graph = import_graph("bench")
     cycles = import_cycles(graph)
-    if not cycles:
-        return
-    unknown = import_cycles({module: {imported for imported in imports if (module, imported) not in KNOWN_CYCLE_IMPORTS}
-                             for module, imports in graph.items()})
-    assert not unknown, "import cycles (lazy imports counted):\n" + "\n".join(describe(grimp_graph, c) for c in unknown)
-    pytest.xfail("only the known cycles are left (KNOWN_CYCLE_IMPORTS):\n"
-                 + "\n".join(describe(grimp_graph, cycle) for cycle in cycles))
+    assert not cycles, "import cycles (lazy imports counted):\n" + "\n".join(describe(grimp_graph, c) for c in cycles)
 
 
 if __name__ == "__main__":
