@@ -11,7 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 from types import UnionType
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -489,7 +489,33 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 class _Parser(argparse.ArgumentParser):
     """Reports a bad command line as every other bad input is reported: one line `gan-bench: error: --flag: what is
-    expected`, exit code 2, instead of argparse's usage block followed by `argument --flag: ...`."""
+    expected`, exit code 2, instead of argparse's usage block followed by `argument --flag: ...`.
+
+    `flags(parser)`, if given, adds the flags that read the registries, on the parser's first use: they load torch
+    and the trial code, which `gan-bench --help` and the other commands need not wait for."""
+
+    def __init__(self, *args: Any, flags: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._flags = flags
+
+    def with_flags(self) -> _Parser:
+        if self._flags is not None:
+            flags, self._flags = self._flags, None
+            flags(self)
+        return self
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self.with_flags()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self.with_flags()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self.with_flags()
+        return super().format_usage()
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"gan-bench: error: {message.removeprefix('argument ')} (see `{self.prog} --help`)\n")
@@ -525,9 +551,22 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _executor_flag(run: argparse.ArgumentParser) -> None:
     from bench.executors import EXECUTORS
 
+    run.add_argument("--executor", choices=EXECUTORS.names(), help="run on this executor, with its defaults "
+                                                                  "(default: the study's)")
+
+
+def _trial_command_flags(trial: argparse.ArgumentParser) -> None:
+    _add_trial_flags(trial)
+    trial.add_argument("--data-root", metavar="DIR", help=f"raw datasets and their caches (default: "
+                                                          f"{DATA_ROOT_DEFAULT})")
+    trial.add_argument("--out", metavar="DIR", help="output folder (default: results/trials/DATASET-LOSS-CONFIGHASH)")
+    trial.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False everywhere: argparse would otherwise take a prefix for the option it starts (`--worker 1`
     # as `--workers 1`, `--n-dis` as `--n-disc`), so a typo would run a study other than the one meant.
     options = {"allow_abbrev": False, "formatter_class": _HelpFormatter}
@@ -536,24 +575,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the versions of gan-bench, torch, torchvision, torch-fidelity, optuna and Python")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=description or summary, **options)
+    def command(name: str, summary: str, description: str | None = None,
+                flags: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description or summary, flags=flags, **options)
 
-    trial = command("trial", "train and score one configuration")
-    _add_trial_flags(trial)
-    trial.add_argument("--data-root", metavar="DIR", help=f"raw datasets and their caches (default: "
-                                                          f"{DATA_ROOT_DEFAULT})")
-    trial.add_argument("--out", metavar="DIR", help="output folder (default: results/trials/DATASET-LOSS-CONFIGHASH)")
-    trial.add_argument("--no-progress", action="store_true", help="no progress bar")
+    trial = command("trial", "train and score one configuration", flags=_trial_command_flags)
     trial.set_defaults(func=cmd_trial)
 
-    run = command("run", "run (or continue) a study")
+    run = command("run", "run (or continue) a study", flags=_executor_flag)
     run.add_argument("study", help="a study YAML file")
     run.add_argument("--workers", type=_positive_int, metavar="N",
                      help="worker processes or SLURM array tasks (default: the study's executor.workers)")
     run.add_argument("--results", metavar="DIR", help="results folder (default: results/STUDY_NAME)")
-    run.add_argument("--executor", choices=EXECUTORS.names(), help="run on this executor, with its defaults "
-                                                                  "(default: the study's)")
     run.add_argument("--detach", action="store_true", help="SLURM: submit and return; follow with `gan-bench status "
                                                            "RESULTS --wait`")
     run.add_argument("--stage", choices=["search", "confirm"], help="run one stage (default: all of the study's)")

@@ -196,7 +196,7 @@ def _one_value(annotation: object) -> object:
 
 def _trial_flags() -> dict[str, object]:
     sub = next(action for action in build_parser()._actions if action.dest == "command")
-    return {option: action for action in sub.choices["trial"]._actions for option in action.option_strings}
+    return {option: action for action in sub.choices["trial"].with_flags()._actions for option in action.option_strings}
 
 
 def test_the_trial_command_has_a_flag_for_each_scalar_field_with_its_description():
