@@ -7,7 +7,6 @@ or SSIM of an image-to-image task, maximised), averaged over the study's seeds.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -90,7 +89,7 @@ def run_claimed(plan: Plan, results_dir: Path, part: PlannedPart, trial: optuna.
                          "protocol": result.protocol,
                          "steps_done": result.steps_done, "train_seconds": result.train_seconds,
                          "eval_seconds": result.eval_seconds, "params": config.resolved().hyperparameters(),
-                         **_machine(out)})
+                         "threads": result.threads, "device": result.device})
             if result.status == "pruned":
                 break  # the trial is stopped: its other seeds are not trained
     except Exception as error:  # a broken trial must not take the worker (and the rest of the study) down
@@ -108,13 +107,6 @@ def run_claimed(plan: Plan, results_dir: Path, part: PlannedPart, trial: optuna.
         trial.study.tell(trial, state=TrialState.FAIL)
         return
     _tell(trial, runs, study.objective, started)
-
-
-def _machine(out: Path) -> dict[str, Any]:
-    """The torch thread count and device a run trained with, as its result.json records them: the thread count
-    changes the order of float sums, so two runs compare bit for bit only where these agree."""
-    record = json.loads((out / "result.json").read_text())
-    return {"threads": record.get("threads"), "device": record.get("device")}
 
 
 def _tell(trial: optuna.Trial, runs: list[dict[str, Any]], objective: str, started: float) -> None:

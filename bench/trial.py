@@ -39,6 +39,10 @@ class TrialResult(BaseModel):
     steps_done: int
     train_seconds: float
     eval_seconds: float
+    # Where it ran: the thread count changes the order of float sums, so two runs compare bit for bit only where these
+    # agree (and the device is the same).
+    device: str
+    threads: int
 
     @property
     def best_fid(self) -> float | None:
@@ -179,8 +183,9 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
 
 def write_result(out_dir: Path, record: dict[str, Any], scorer: Scorer, **fields: Any) -> TrialResult:
     """The trial's result (`fields`: status, rows, steps_done, train_seconds, eval_seconds), written to result.json
-    beside its config record and the scorer's protocol."""
-    result = TrialResult(extractor=scorer.extractor_id, protocol=scorer.protocol, **fields)
+    beside its config record (which says where it ran) and the scorer's protocol."""
+    result = TrialResult(extractor=scorer.extractor_id, protocol=scorer.protocol, device=record["device"],
+                         threads=record["threads"], **fields)
     atomic_write_json(out_dir / "result.json", {**result.model_dump(mode="json"), **record,
                                                 "extractor_test_accuracy": scorer.extractor_accuracy})
     return result
