@@ -404,13 +404,12 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 
 def _saved_study(results_dir: Path):
     """The study of a results folder, checked to own its name in its storage: its tables show its own trials only."""
-    from bench.results_folder import STUDY_FILE
+    from bench.results_folder import STUDY_FILE, read_study
     from bench.storage import check_ownership
-    from bench.study import load_study
 
     if not (results_dir / STUDY_FILE).is_file():
         raise BenchError(f"{results_dir}: not a results folder (no {STUDY_FILE})")
-    study = load_study(results_dir / STUDY_FILE)
+    study = read_study(results_dir)
     check_ownership(study, results_dir)
     return study
 

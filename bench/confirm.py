@@ -12,7 +12,7 @@ import optuna
 from bench import BenchError
 from bench.metrics import METRICS
 from bench.plan import Plan, PlannedPart
-from bench.results_folder import STUDY_FILE
+from bench.results_folder import STUDY_FILE, read_study
 from bench.storage import check_ownership, open_storage
 from bench.study import Study
 from bench.tallies import UNFINISHED, latest_trials, run_best, unfinished
@@ -53,7 +53,7 @@ def best_configuration(plan: Plan, storage: optuna.storages.BaseStorage, dataset
 def confirm_source(study: Study) -> tuple[Study, Path | None]:
     """The study and results folder whose search stage the confirm stage starts from: this one, or
     `confirm.source`, checked to hold every (dataset, loss) of this study trained the same way."""
-    from bench.study import StudyError, load_study
+    from bench.study import StudyError
 
     source_dir = study.confirm.source
     if source_dir is None:
@@ -63,7 +63,7 @@ def confirm_source(study: Study) -> tuple[Study, Path | None]:
         raise BenchError(f"confirm.source: {source_dir} is not a results folder (no study.yaml); run that study's "
                          "search first")
     try:
-        source = load_study(saved)
+        source = read_study(Path(source_dir))
     except StudyError as error:
         raise BenchError(f"confirm.source: {error}") from None
     for field in TRIAL_DEFINING:

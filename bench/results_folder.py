@@ -26,11 +26,15 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from bench import BenchError
 from bench.io import atomic_write_json, atomic_write_text, folder_name, open_lock_file
+from bench.registry import SEARCH_PATH_VARIABLE, add_search_path
 
 if TYPE_CHECKING:  # bench.study imports the datasets and models: not needed to read a folder's layout
     from bench.study import Study
 
 STUDY_FILE = "study.yaml"
+# The folders the study's extensions (package.module:name) were imported from, beside the study file: `status`,
+# `report` and a confirm stage read the study from anywhere.
+EXTENSION_PATH = "extension-path.txt"
 RESULTS_FILE = "results.csv"
 TRIALS = "trials"
 JOURNAL = "optuna.journal"
@@ -70,10 +74,24 @@ def jobs_file(results_dir: Path) -> Path:
 
 
 def write_study(results_dir: Path, study: Study) -> None:
-    """Saves the study as it runs now: what the next run of this folder is compared with."""
+    """Saves the study as it runs now (what the next run of this folder is compared with) and where its extensions
+    are imported from."""
     import yaml
 
     atomic_write_text(results_dir / STUDY_FILE, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(results_dir / EXTENSION_PATH, os.environ.get(SEARCH_PATH_VARIABLE, "") + "\n")
+
+
+def read_study(results_dir: Path) -> Study:
+    """The study a results folder holds, its extensions imported from where its run found them (a StudyError names
+    the file and the field)."""
+    from bench.study import load_study
+
+    recorded = results_dir / EXTENSION_PATH
+    for folder in (recorded.read_text().strip().split(os.pathsep) if recorded.is_file() else []):
+        if folder:
+            add_search_path(Path(folder))
+    return load_study(results_dir / STUDY_FILE)
 
 
 def check_writable(folder: Path, flag: str) -> None:

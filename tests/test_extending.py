@@ -18,7 +18,7 @@ import yaml
 from bench import data, losses, metrics, terms
 from bench.cli import main
 from bench.executors import EXECUTORS, local
-from bench.registry import UnknownName
+from bench.registry import SEARCH_PATH_VARIABLE, UnknownName
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -88,6 +88,7 @@ def test_the_extending_study_runs_every_example_through_the_cli(tmp_path, monkey
         raise AssertionError("the study's own executor runs it")
 
     monkeypatch.setattr(local.LocalExecutor, "run", not_this_one)
+    monkeypatch.setenv(SEARCH_PATH_VARIABLE, "")
     monkeypatch.chdir(tmp_path)
     results = tmp_path / "results"
     try:
@@ -114,3 +115,13 @@ def test_the_extending_study_runs_every_example_through_the_cli(tmp_path, monkey
         assert trial.value == pytest.approx(rows[rows["trial"] == trial.number]["my_metrics:intensity_gap"].min())
     assert all(":" not in p.name for p in (results / "trials").iterdir())  # folder names stay portable
     assert (results / "my_metrics_intensity_gap_vs_budget.png").stat().st_size > 0
+    # `status` and `report` read the study from its results folder, from anywhere: its extensions are imported from
+    # where the run found them.
+    monkeypatch.setenv(SEARCH_PATH_VARIABLE, "")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(folder)])
+    monkeypatch.chdir(tmp_path / "results" / "trials")
+    try:
+        assert main(["status", str(results)]) == 0
+    finally:
+        for name in ("my_losses", "my_terms", "my_datasets", "my_metrics", "my_executors"):
+            sys.modules.pop(name, None)
