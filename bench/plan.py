@@ -14,7 +14,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from bench import BenchError
 from bench.config import FALLBACK_DEFAULTS, TrialConfig
 from bench.storage import optuna_name
-from bench.study import STAGES, Distribution, Study
+from bench.study import STAGES, Study
+from bench.study_fields import Distribution
 
 Sample = tuple[dict[str, Any], dict[str, Any]]  # (Optuna params, overrides: values the space does not hold)
 

@@ -124,7 +124,7 @@ def test_local_executor_places_workers_on_gpus():
     """`gpus: auto` and friends, on a simulated list of visible GPUs (this machine has none)."""
     from bench import BenchError
     from bench.executors.local import local_worker_environments
-    from bench.study import LocalExecutor
+    from bench.study_fields import LocalExecutor
 
     pinned = lambda *gpus: [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
     assert local_worker_environments(LocalExecutor(workers=3), []) == [{}, {}, {}]  # no GPU: CPU workers

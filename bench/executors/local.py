@@ -20,7 +20,8 @@ from bench.io import environment_fault
 from bench.plan import Plan
 from bench.queue import prepare, release, requeue_running
 from bench.storage import open_storage
-from bench.study import LocalExecutor as LocalSettings, Study
+from bench.study import Study
+from bench.study_fields import LocalExecutor as LocalSettings
 from bench.tallies import write_results
 
 

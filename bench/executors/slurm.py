@@ -25,7 +25,8 @@ from bench.plan import Plan
 from bench.queue import prepare
 from bench.results_folder import jobs_file, slurm_dir
 from bench.storage import journal_path, open_storage
-from bench.study import SlurmExecutor as SlurmSettings, Study
+from bench.study import Study
+from bench.study_fields import SlurmExecutor as SlurmSettings
 from bench.tallies import unfinished
 
 # Paths that are private to one machine: fine on a one-node cluster, invisible to the other nodes of a real one.
