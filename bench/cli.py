@@ -345,7 +345,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 0
         print(counts(plan, open_storage(study, results_dir)).to_string(index=False))
         paths = report.write_report(results_dir)
-    print(f"results: {results_dir / 'results.csv'}\nreport:  " + "\n         ".join(str(p) for p in paths))
+    print(f"results: {results_dir / results_folder.RESULTS_FILE}\nreport:  " + "\n         ".join(str(p) for p in paths))
     return 0
 
 

@@ -25,6 +25,7 @@ import yaml
 
 from bench import BenchError
 from bench.io import atomic_write_text, folder_name
+from bench.results_folder import RESULTS_FILE, STUDY_FILE
 from bench.metrics import METRICS
 
 
@@ -43,7 +44,7 @@ TASK_METRICS = ("psnr", "ssim", "perceptual", "fid")
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
-    path = Path(results_dir) / "results.csv"
+    path = Path(results_dir) / RESULTS_FILE
     if not path.is_file():
         raise BenchError(f"{path}: not found; run the study first (gan-bench run STUDY.yaml)")
     data = path.read_bytes()
@@ -383,7 +384,7 @@ def plot_sample_grids(results: pd.DataFrame, results_dir: Path, path: Path, obje
 
 def study_objective(results_dir: Path) -> str:
     """The objective of the study in `results_dir` (its study.yaml), fid when it names none or is absent."""
-    saved = Path(results_dir) / "study.yaml"
+    saved = Path(results_dir) / STUDY_FILE
     if not saved.is_file():
         return "fid"
     fields = yaml.safe_load(saved.read_text(encoding="utf-8"))
@@ -397,7 +398,7 @@ def write_report(results_dir: Path, reference: Path | None = None) -> list[Path]
     results_dir = Path(results_dir)
     results = read_results(results_dir)
     if results.empty:
-        raise BenchError(f"{results_dir / 'results.csv'}: no finished trials yet")
+        raise BenchError(f"{results_dir / RESULTS_FILE}: no finished trials yet")
     objective = study_objective(results_dir)
     paths = []
     if (results["stage"] == "search").any():
