@@ -228,10 +228,12 @@ def _check_storage(study, study_file: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from bench.executors import EXECUTORS
     from bench.plan import Plan
     from bench.study import load_study
 
     study = load_study(Path(args.study))
+    EXECUTORS.get(study.executor.name)  # an executor of one's own is imported (and checked) here, as a run would
     plan = Plan(study)
     search = plan.parts("search")
     print(f"{args.study}: valid study {study.name!r}: {len(search)} (dataset, loss) pairs, "

@@ -21,6 +21,13 @@ from bench.executors import EXECUTORS, local
 from bench.registry import SEARCH_PATH_VARIABLE, UnknownName
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
+EXAMPLES = ("my_losses", "my_terms", "my_datasets", "my_metrics", "my_executors")
+
+
+def forget_examples() -> None:
+    """Imported examples forgotten, so that the next test imports them from its own folder."""
+    for name in EXAMPLES:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture
@@ -28,8 +35,7 @@ def examples(monkeypatch):
     """The examples importable by their module names, as a study beside them makes them."""
     monkeypatch.syspath_prepend(str(STUDIES))
     yield
-    for name in ("my_losses", "my_terms", "my_datasets", "my_metrics", "my_executors"):
-        sys.modules.pop(name, None)
+    forget_examples()
 
 
 def test_the_loss_example_is_its_formula(examples):
@@ -94,8 +100,7 @@ def test_the_extending_study_runs_every_example_through_the_cli(tmp_path, monkey
     try:
         assert main(["run", str(folder / "extending.yaml"), "--results", str(results), "--no-progress"]) == 0
     finally:
-        for name in ("my_losses", "my_terms", "my_datasets", "my_metrics", "my_executors"):
-            sys.modules.pop(name, None)
+        forget_examples()
     table = pd.read_csv(results / "results.csv")
     study = yaml.safe_load((folder / "extending.yaml").read_text())
     assert len(table) == 3 * 2 * 2  # 3 losses × 2 samples × 2 evaluations
@@ -123,5 +128,24 @@ def test_the_extending_study_runs_every_example_through_the_cli(tmp_path, monkey
     try:
         assert main(["status", str(results)]) == 0
     finally:
-        for name in ("my_losses", "my_terms", "my_datasets", "my_metrics", "my_executors"):
-            sys.modules.pop(name, None)
+        forget_examples()
+
+
+@pytest.mark.parametrize("executor, message", [
+    ("my_executors:Nope", "custom executor 'my_executors:Nope': module 'my_executors' has no attribute 'Nope'"),
+    ("my_executors:Path", "custom executor 'my_executors:Path': not a subclass of bench.executors.Executor"),
+])
+def test_validate_checks_an_executor_of_ones_own(tmp_path, monkeypatch, capsys, executor, message):
+    """`validate` imports the study's executor as `run` would: a wrong name is one line and exit code 2, before any
+    work."""
+    folder = tmp_path / "mine"
+    shutil.copytree(STUDIES, folder, ignore=shutil.ignore_patterns("*.yaml", "__pycache__"))
+    study = yaml.safe_load((STUDIES / "extending.yaml").read_text())
+    (folder / "extending.yaml").write_text(yaml.safe_dump({**study, "executor": {"name": executor}}))
+    monkeypatch.setenv(SEARCH_PATH_VARIABLE, "")
+    try:
+        assert main(["validate", str(folder / "extending.yaml")]) == 2
+    finally:
+        forget_examples()
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
