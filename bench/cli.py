@@ -177,7 +177,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 
 def cmd_losses(args: argparse.Namespace) -> int:
-    from bench import losses, tasks, terms
+    from bench import losses, metrics, tasks, terms
 
     for name, spec in losses.LOSSES.items():
         defaults = ", ".join(f"{k} {v}" for k, v in spec.defaults.items())
@@ -192,6 +192,12 @@ def cmd_losses(args: argparse.Namespace) -> int:
     for name, task in tasks.TASKS.items():
         options = ", ".join(f"{k} {v}" for k, v in task.options.items())
         print(f"{name:18} {tasks.TASKS.description(name)}" + (f" (options: {options})" if options else ""))
+    print("\nmetrics of the result rows (a study's objective: one marked *; metrics.extra: a custom one, "
+          "package.module:function):")
+    for name, metric in metrics.METRICS.items():
+        direction = "higher is better" if metric.higher_is_better else "lower is better"
+        print(f"{name + ('*' if metric.objective else ''):18} {metric.display}, {direction}: "
+              f"{metrics.METRICS.description(name)}")
     return 0
 
 

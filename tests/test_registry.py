@@ -119,14 +119,18 @@ def test_a_studys_unknown_dataset_or_model_lists_an_entry_added_to_its_registry(
     assert f"unknown {kind} 'nope'" in str(info.value) and f"extra_{kind}" in str(info.value)
 
 
-def test_gan_bench_losses_lists_a_newly_added_loss_and_term(scratch_registry, capsys):
+def test_gan_bench_losses_lists_a_newly_added_loss_term_and_metric(scratch_registry, capsys):
     scratch_registry(losses, "LOSSES").add("my_loss", dataclasses.replace(losses.LOSSES.get("hinge"), name="my_loss"),
                                            "a loss a test added")
     scratch_registry(terms, "TERMS").add("my_term", terms.TERMS.get("r1"), "a term a test added")
+    scratch_registry(metrics, "METRICS").add("my_metric", metrics.Metric("my_metric", "mine", higher_is_better=True,
+                                                                         objective=True), "a metric a test added")
     assert main(["losses"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(re.match(r"my_loss +a loss a test added \(defaults: lr 0.0002", line) for line in lines)
     assert any(re.match(r"my_term +D: a term a test added$", line) for line in lines)
+    assert any(re.match(r"my_metric\* +mine, higher is better: a metric a test added$", line) for line in lines)
+    assert any(re.match(r"kid +KID, lower is better: kernel inception distance", line) for line in lines)
 
 
 def test_trial_help_lists_the_datasets_models_and_tasks_of_the_registries(scratch_registry, capsys):
