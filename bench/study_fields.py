@@ -7,13 +7,16 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from bench import BenchError, data, losses, terms
 from bench.config import MAX_EVALUATIONS, StepCount
 from bench.tasks import TaskSpec
+
+if TYPE_CHECKING:  # validating a study file needs no optuna: make_pruner imports it when called
+    import optuna
 
 
 class Distribution(BaseModel):
