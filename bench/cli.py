@@ -21,6 +21,7 @@ from bench import BenchError, EnvironmentFault
 
 if TYPE_CHECKING:
     from bench.config import TrialConfig
+    from bench.trial import TrialResult
 
 
 # The MetricsConfig fields that `gan-bench trial` sets; the others keep their defaults (a study sets them all).
@@ -151,12 +152,10 @@ def _trial_config(args: argparse.Namespace) -> TrialConfig:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from bench.data import use_data_root
     from bench.io import folder_name
     from bench.results_folder import check_writable
-    from bench.trial import run_trial
+    from bench.trial import PackMember, run_trial, run_trials
 
     use_data_root(args.data_root)
     config = _trial_config(args)
@@ -166,7 +165,25 @@ def cmd_trial(args: argparse.Namespace) -> int:
     else:
         out = Path(args.out)
     check_writable(out, "--out")
-    result = run_trial(config, out, progress=not args.no_progress)
+    if args.pack == 1:
+        return _report_trial(config, out, run_trial(config, out, progress=not args.no_progress))
+    members = [PackMember(config.model_copy(update={"seed": config.seed + i}), out / f"seed-{config.seed + i}")
+               for i in range(args.pack)]
+    results = run_trials(members, progress=not args.no_progress)
+    codes = []
+    for member, result in zip(members, results):
+        if isinstance(result, Exception):
+            print(f"\nseed {member.config.seed}: failed: {type(result).__name__}: {result}", file=sys.stderr)
+            codes.append(1)
+        else:
+            print(f"\nseed {member.config.seed}:", end="")
+            codes.append(_report_trial(member.config, member.out_dir, result))
+    return max(codes)
+
+
+def _report_trial(config: TrialConfig, out: Path, result: TrialResult) -> int:
+    import pandas as pd
+
     on = f"{config.dataset} ({config.task.label})" if config.task else config.dataset
     print(f"\n{config.loss} on {on}: {result.status} after {result.steps_done} steps "
           f"({result.steps_per_second:.1f} steps/s); metrics by feature extractor {result.extractor}")
@@ -571,6 +588,9 @@ def _trial_command_flags(trial: argparse.ArgumentParser) -> None:
                                                           f"{DATA_ROOT_DEFAULT})")
     trial.add_argument("--out", metavar="DIR", help="output folder (default: results/trials/DATASET-LOSS-CONFIGHASH)")
     trial.add_argument("--no-progress", action="store_true", help="no progress bar")
+    trial.add_argument("--pack", type=_positive_int, default=1, metavar="K",
+                       help="train K seeds of the configuration at once in this process (--seed, --seed + 1, ...), "
+                            "each in OUT/seed-N (default: 1, in OUT)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,9 +68,12 @@ class GanTrial(TrialKind):
         self.feature_net = feature_nets.load(config.perceptual_net, dataset, device) if "feature_net" in needs else None
         self.algorithm = {"critic": self.critic_step, "autoencoder": self.began_step, "encoder": self.vae_step}[
             spec.discriminator]
-        self.k = 0.0  # BEGAN's balance term, 0 at the start as in v1 (BEGAN.py line 103)
-        self.d_value = math.nan
-        self.g_value = math.nan  # the last G loss; with d_steps, steps without a G update keep the previous one
+        # The running values stay on the device, so that a step never waits for it (a host sync per step stalls a
+        # GPU); the driver reads them at its checks. BEGAN's balance term k is float64, as the Python float it was:
+        # the same arithmetic, bit for bit. It is 0 at the start as in v1 (BEGAN.py line 103).
+        self.k = torch.zeros((), dtype=torch.float64, device=device)
+        self.d_value = torch.full((), math.nan, device=device)
+        self.g_value = torch.full((), math.nan, device=device)  # the last G loss; kept by steps without a G update
 
     @classmethod
     def networks(cls, config: TrialConfig, image_shape: tuple[int, int, int]) -> list[nn.Module]:
@@ -88,20 +91,21 @@ class GanTrial(TrialKind):
 
     def begin(self, rng: torch.Generator) -> None:
         self.rng = rng
-        self.real = self.dataset.train.to(self.device)
+        self.real = self.dataset.train_on(self.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "k": self.k, "g_loss": self.g_value}
+                "opt_d": self.opt_d.state_dict(), "k": self.k.item(), "g_loss": self.g_value.item()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.k, self.g_value = state["k"], state["g_loss"]
+        self.k.fill_(state["k"])
+        self.g_value.fill_(state["g_loss"])
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict[str, Tensor]:
         return self.algorithm(step)
 
     def real_batch(self) -> Tensor:
@@ -116,7 +120,7 @@ class GanTrial(TrialKind):
         return terms.Context(x, fake, real_scores, fake_scores, self.D, self.rng, real_features, fake_features,
                              self.feature_net)
 
-    def critic_step(self, step: int) -> dict[str, float]:
+    def critic_step(self, step: int) -> dict[str, Tensor]:
         """n_disc D updates (one with d_steps), each on a fresh real and fake batch, then G's update when the count
         says: the loss, its terms and its penalties."""
         config, spec, G, D, amp = self.config, self.spec, self.G, self.D, self.amp
@@ -167,11 +171,11 @@ class GanTrial(TrialKind):
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self.opt_g.step()
-            self.g_value = g_loss.item()
-        self.d_value = d_loss.item()
+            self.g_value = g_loss.detach()
+        self.d_value = d_loss.detach()
         return {"d_loss": self.d_value, "g_loss": self.g_value}
 
-    def began_step(self, step: int) -> dict[str, float]:
+    def began_step(self, step: int) -> dict[str, Tensor]:
         """BEGAN: D is an autoencoder whose "score" is its reconstruction error, real errors pushed down and fake ones
         up by k; after the step, k moves towards the balance began_gamma between them."""
         config, G, D, amp = self.config, self.G, self.D, self.amp
@@ -185,7 +189,7 @@ class GanTrial(TrialKind):
             with amp():
                 real_error = losses.reconstruction_error(x, D(x))
                 fake_error = losses.reconstruction_error(fake.detach(), D(fake.detach()))
-                d_loss, _ = losses.began_losses(real_error, fake_error, self.k)
+                d_loss, _ = losses.began_losses(real_error, fake_error, self.k.float())
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
@@ -193,23 +197,24 @@ class GanTrial(TrialKind):
         if update_g:
             D.requires_grad_(False)
             with amp():
-                _, g_loss = losses.began_losses(real_error.detach(), losses.reconstruction_error(fake, D(fake)), self.k)
+                _, g_loss = losses.began_losses(real_error.detach(), losses.reconstruction_error(fake, D(fake)),
+                                                self.k.float())
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self.opt_g.step()
-            self.g_value = g_loss.item()
+            self.g_value = g_loss.detach()
         # v1 updates k after every step, from errors the updated networks make on the step's own batch and z, in
         # training mode (BEGAN.py lines 162-169).
         with torch.no_grad(), amp():
-            real_error_now = losses.reconstruction_error(x, D(x)).item()
+            real_error_now = losses.reconstruction_error(x, D(x)).double()
             fake_now = G(z)
-            fake_error_now = losses.reconstruction_error(fake_now, D(fake_now)).item()
-        self.k = losses.began_update_k(self.k, real_error_now, fake_error_now, config.began_gamma,
-                                       config.began_lambda_k)
-        self.d_value = d_loss.item()
+            fake_error_now = losses.reconstruction_error(fake_now, D(fake_now)).double()
+            self.k = losses.began_update_k(self.k, real_error_now, fake_error_now, config.began_gamma,
+                                           config.began_lambda_k)
+        self.d_value = d_loss.detach()
         return {"d_loss": self.d_value, "g_loss": self.g_value, "k": self.k}
 
-    def vae_step(self, step: int) -> dict[str, float]:
+    def vae_step(self, step: int) -> dict[str, Tensor]:
         """The VAE: one update of encoder (D) and decoder (G) on one real batch. Adam is per parameter, so D's and G's
         optimisers stepped together are one Adam over both; rows get d_loss = the KL term, g_loss = the
         reconstruction term."""
@@ -226,7 +231,7 @@ class GanTrial(TrialKind):
         (g_loss + d_loss).backward()
         self.opt_d.step()
         self.opt_g.step()
-        self.g_value, self.d_value = g_loss.item(), d_loss.item()
+        self.g_value, self.d_value = g_loss.detach(), d_loss.detach()
         return {"d_loss": self.d_value, "g_loss": self.g_value}
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
@@ -241,7 +246,8 @@ class GanTrial(TrialKind):
 
     def evaluate(self, scorer: Scorer, samples: Path) -> dict[str, Any]:
         self.G.eval()
-        row = {**scorer.score(self.sample), "spread": self.spread(), "d_loss": self.d_value, "g_loss": self.g_value}
+        row = {**scorer.score(self.sample), "spread": self.spread(), "d_loss": self.d_value.item(),
+               "g_loss": self.g_value.item()}
         save_samples(self.G, self.config, samples)
         self.G.train()
         return row

@@ -55,8 +55,10 @@ class TrialKind(ABC):
         """Restores what state_dict saved (`state` is the whole checkpoint)."""
 
     @abstractmethod
-    def step(self, step: int) -> dict[str, float]:
-        """One step of the budget (1-based); returns the values that must stay finite (a non-finite one: diverged)."""
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        """One step of the budget (1-based); returns the values that must stay finite (a non-finite one: diverged),
+        as tensors on the device: the driver reads them only at its checks (bench.trial.CHECK_EVERY), so that a step
+        never waits for the device."""
 
     @abstractmethod
     def evaluate(self, scorer: Scorer, samples: Path) -> dict[str, Any]:

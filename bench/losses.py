@@ -215,7 +215,7 @@ def reconstruction_error(x: Tensor, reconstruction: Tensor) -> Tensor:
     return (x - reconstruction).abs().mean()
 
 
-def began_losses(real_error: Tensor, fake_error: Tensor, k: float) -> tuple[Tensor, Tensor]:
+def began_losses(real_error: Tensor, fake_error: Tensor, k: float | Tensor) -> tuple[Tensor, Tensor]:
     """BEGAN (Berthelot et al. 2017) from the reconstruction errors L(x) and L(G(z)).
 
     D reconstructs real images well and fakes badly, weighted by k; G makes its samples easy to reconstruct.
@@ -225,7 +225,8 @@ def began_losses(real_error: Tensor, fake_error: Tensor, k: float) -> tuple[Tens
     return d_loss, g_loss
 
 
-def began_update_k(k: float, real_error: float, fake_error: float, gamma: float, lambda_k: float) -> float:
+def began_update_k(k: float | Tensor, real_error: float | Tensor, fake_error: float | Tensor, gamma: float,
+                   lambda_k: float) -> float | Tensor:
     """One step of BEGAN's proportional control, keeping E L(G(z)) = gamma * E L(x).
 
     Unclipped, as in compare_gan v1 (gans/BEGAN.py lines 130-131); Berthelot et al. clip k to [0, 1].

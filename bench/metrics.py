@@ -29,7 +29,14 @@ import torch_fidelity
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.metric_fid import (fid_featuresdict_to_statistics, fid_featuresdict_to_statistics_cached,
+                                       fid_input_id_to_statistics_cached, fid_statistics_to_metric)
+from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+from torch_fidelity.metric_prc import prc_featuresdict_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import (create_feature_extractor, extract_featuresdict_from_input_id_cached,
+                                  get_featuresdict_from_dataset, resolve_feature_layer_for_metric)
 
 from bench import BenchError
 from bench.data import Dataset
@@ -431,7 +438,18 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-CACHE_PROBE = 64  # images scored to fill the real-feature cache: enough for IS's 10 splits and KID's subsets
+# Batches of generated images for the extractor. On the CPU calculate_metrics' 64, each image set alone: there an
+# image's features depend on the size of its batch (measured with torch 2.14 on this 2-core AVX512 VM: the domain
+# extractor's features in batches of 1, 7 or 13 differ from those in batches of 64 by up to 8e-6, a random
+# inception-v3-compat's logits in batches of 1 or 5 too; batches of 500 and 1000 (domain) or 256 (Inception) gave the
+# bits of 64, but a set's last, smaller batch would then change), so the FIDs stay calculate_metrics' to the bit.
+# On CUDA: all sets at once, in large batches.
+CPU_BATCH = 64
+CUDA_BATCH = 500
+# torch-fidelity's keys → our metric names.
+FIDELITY_NAMES = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
+                  "kernel_inception_distance_std": "kid_std", "inception_score_mean": "isc",
+                  "inception_score_std": "isc_std", "precision": "precision", "recall": "recall", "f_score": "f_score"}
 WEIGHTS_HASH_DIGITS = 12
 
 
@@ -466,7 +484,8 @@ def protocol_id(protocol: Mapping[str, Any]) -> str:
 
 class Scorer:
     """Scores generators against one dataset's test split (its first `num_real` images); the real-data features
-    are cached on disk."""
+    are cached on disk. One per worker: its feature extractor and the real features are made or read once, at its first
+    evaluation, and kept."""
 
     def __init__(self, config: MetricsConfig, dataset: Dataset, device: torch.device):
         if config.num_real is not None and config.num_real > len(dataset.test):
@@ -507,6 +526,9 @@ class Scorer:
         # Other weights give other features, even under the same extractor id.
         self.real_cache_name = (f"{dataset.name}-{c}x{h}x{w}-test-{len(real)}-{digest}-{self.extractor_id}-"
                                 f"{self.extractor_weights}")
+        self._extractor: FeatureExtractorBase | None = None
+        self._real_features: dict[str, torch.Tensor] | None = None  # None until read, and when only FID is computed
+        self._real_statistics: dict[str, Any] | None = None  # FID's mu and sigma
 
     @property
     def protocol(self) -> dict[str, Any]:
@@ -521,25 +543,34 @@ class Scorer:
         }
 
     def sample_images(self, sample: Callable[[int, torch.Generator], torch.Tensor]) -> torch.Tensor:
-        """uint8 images from `sample(n, generator) -> [0, 1] images`, with the fixed latent seed."""
+        """uint8 images from `sample(n, generator) -> [0, 1] images`, with the fixed latent seed, left on the device
+        `sample` made them on: the extractor takes them there, without a copy to the CPU and back."""
         generator = torch.Generator(self.device).manual_seed(self.config.latent_seed)
         batches, remaining = [], self.config.num_samples
         with torch.no_grad():
             while remaining > 0:
                 n = min(remaining, 500)
-                batches.append(to_uint8(sample(n, generator)).cpu())
+                batches.append(to_uint8(sample(n, generator)))
                 remaining -= n
         return torch.cat(batches)
 
     def score_images(self, images: torch.Tensor) -> dict[str, float]:
-        """Metrics of uint8 N×C×H×W images against the real images."""
-        self.cache_real_features()
-        return self._calculate(images)
+        """Metrics of uint8 N×C×H×W images (on the CPU or the device) against the real images."""
+        return self.score_many([images])[0]
 
-    def _calculate(self, images: torch.Tensor) -> dict[str, float]:
-        n = min(len(images), len(self.real))
-        metrics = torch_fidelity.calculate_metrics(
-            input1=_Images(images),
+    def score_many(self, image_sets: list[torch.Tensor]) -> list[dict[str, float]]:
+        """score_images of each set of uint8 N×C×H×W images (all of one C×H×W), on CUDA with one extraction pass;
+        each set's metrics are those it has alone."""
+        self.cache_real_features()
+        return [self._metrics(images, features) for images, features in zip(image_sets, self._features(image_sets))]
+
+    def score(self, sample: Callable[[int, torch.Generator], torch.Tensor]) -> dict[str, float]:
+        return self.score_images(self.sample_images(sample))
+
+    def _fidelity_kwargs(self) -> dict[str, Any]:
+        """calculate_metrics' arguments as this Scorer called it before it kept its extractor: they name the cache
+        files and set every metric's options, so the files and numbers stay those."""
+        return dict(
             input2=self.real,
             input2_cache_name=self.real_cache_name,
             cache_root=str(cache_dir() / "fidelity"),
@@ -550,34 +581,91 @@ class Scorer:
             kid=self.config.kid,
             isc=self.config.isc,
             prc=self.config.prc,
-            kid_subset_size=min(1000, n),
             kid_subsets=self.config.kid_subsets,
-            batch_size=64,
+            batch_size=64,  # of the real images, which the cache files hold
             save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
             verbose=False,
         )
-        adopt_default_mode(cache_dir() / "fidelity")  # torch-fidelity writes its cache 0600: others of a group share it
-        names = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
-                 "kernel_inception_distance_std": "kid_std", "inception_score_mean": "isc",
-                 "inception_score_std": "isc_std", "precision": "precision", "recall": "recall",
-                 "f_score": "f_score"}
-        scores = {names[k]: float(v) for k, v in metrics.items() if k in names}
-        real = self.dataset.test[: self.config.num_real]
+
+    def _layers(self) -> dict[str, str]:
+        """The feature layer of each metric computed, as calculate_metrics resolves it."""
+        kwargs = self._fidelity_kwargs()
+        return {metric: resolve_feature_layer_for_metric(metric, **kwargs)
+                for metric in ("isc", "fid", "kid", "prc") if kwargs[metric]}
+
+    @property
+    def extractor(self) -> FeatureExtractorBase:
+        """torch-fidelity's feature extractor, made (its weights read) at first use and kept."""
+        if self._extractor is None:
+            # The layers as calculate_metrics lists them: from a set, in its order.
+            layers = list(set(self._layers().values()))
+            self._extractor = create_feature_extractor(self.extractor_name, layers, **self._fidelity_kwargs())
+        return self._extractor
+
+    def _read_real(self) -> None:
+        """Reads the real features and FID statistics through torch-fidelity's cache, which makes what it misses, as
+        calculate_metrics did: with FID alone it reads the statistics only (its shortcut), else the features and then
+        the statistics."""
+        kwargs, extractor, layers = self._fidelity_kwargs(), self.extractor, self._layers()
+        if layers.keys() == {"fid"}:
+            self._real_statistics = fid_input_id_to_statistics_cached(2, extractor, layers["fid"], **kwargs)
+            return
+        self._real_features = extract_featuresdict_from_input_id_cached(2, extractor, **kwargs)
+        self._real_statistics = fid_featuresdict_to_statistics_cached(self._real_features, self.real_cache_name,
+                                                                      extractor, layers["fid"], **kwargs)
+
+    @property
+    def batch_size(self) -> int:
+        """Generated images per batch of the extractor."""
+        return CUDA_BATCH if self.device.type == "cuda" else CPU_BATCH
+
+    def _features(self, image_sets: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Each set's features by layer, on the CPU (see CPU_BATCH: there each set goes alone)."""
+        if self.device.type != "cuda":
+            return [self._extract(images.cpu()) for images in image_sets]
+        # Where create_feature_extractor put the extractor: images made there stay there, others go there at once.
+        features = self._extract(torch.cat([images.to("cuda") for images in image_sets]))
+        sizes = [len(images) for images in image_sets]
+        return [dict(zip(features, parts)) for parts in zip(*(f.split(sizes) for f in features.values()))]
+
+    def _extract(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        # cuda=False: the images are where the extractor is (torch-fidelity would pin them to copy them to the GPU,
+        # which a CUDA tensor refuses).
+        return get_featuresdict_from_dataset(_Images(images), self.extractor, self.batch_size, cuda=False,
+                                             save_cpu_ram=True, verbose=False)
+
+    def _metrics(self, images: torch.Tensor, features: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One set's metrics from its features, with torch-fidelity's functions in calculate_metrics' order and with its
+        arguments, then the extra metrics (on CPU images)."""
+        kwargs = {**self._fidelity_kwargs(), "kid_subset_size": min(1000, len(images), len(self.real))}
+        layers = self._layers()
+        metrics = {}
+        if "isc" in layers:
+            metrics.update(isc_featuresdict_to_metric(features, layers["isc"], **kwargs))
+        statistics = fid_featuresdict_to_statistics(features, layers["fid"])
+        metrics.update(fid_statistics_to_metric(statistics, self._real_statistics, verbose=False))
+        if "kid" in layers:
+            metrics.update(kid_featuresdict_to_metric(features, self._real_features, layers["kid"], **kwargs))
+        if "prc" in layers:
+            metrics.update(prc_featuresdict_to_metric(features, self._real_features, layers["prc"], **kwargs))
+        scores = {FIDELITY_NAMES[k]: float(v) for k, v in metrics.items() if k in FIDELITY_NAMES}
+        if not self.config.extra:  # no copy of the images to the CPU
+            return scores
+        images, real = images.cpu(), self.dataset.test[: self.config.num_real]
         return {**scores, **{name: float(METRICS.get(name).compute(images, real)) for name in self.config.extra}}
 
-    def score(self, sample: Callable[[int, torch.Generator], torch.Tensor]) -> dict[str, float]:
-        return self.score_images(self.sample_images(sample))
-
     def cache_real_features(self) -> None:
-        """Makes sure torch-fidelity's cache holds the real images' features and statistics, whole, so that trials only
-        extract their samples'.
+        """Makes sure torch-fidelity's cache holds the real images' features and statistics, whole, and reads them into
+        this Scorer (once: later calls, hence evaluations, use what it holds), so that trials only extract their
+        samples'.
 
         Cached files are read back once per process; damaged ones are moved aside and made again with the thread count
         they were first made with (recorded beside them), so the same features, hence the same FIDs, come out. One
-        process builds at a time: two workers finding them damaged build them once. torch-fidelity caches the second
-        input's features as a side effect of a metric computation, so building scores a few test images against the
-        test split (10,000 Inception images cost ~25 min on a CPU).
+        process builds at a time: two workers finding them damaged build them once (10,000 Inception images cost ~25
+        min on a CPU). A file damaged after this Scorer read it is not read again by it.
         """
+        if self._real_statistics is not None:
+            return
         root = cache_dir() / "fidelity"
         record_path = root / f"{self.real_cache_name}.json"
         with cache_lock(root / self.real_cache_name):
@@ -595,9 +683,10 @@ class Scorer:
                 # Features made before the count was recorded were made by a driver, at torch's default.
                 threads = _noted_threads(root / self.real_cache_name) or (
                     DEFAULT_THREADS if files else torch.get_num_threads())
-            if not files or not all(path.exists() for path in files):
-                with torch_threads(threads):
-                    self._calculate(self.dataset.test[:CACHE_PROBE])
+            # What is missing (moved aside, or a layer another config did not ask for) is made as it is read.
+            with torch_threads(threads):
+                self._read_real()
             if not record_path.exists():
                 atomic_write_json(record_path, {"threads": threads})
             _note_threads(root / self.real_cache_name, threads)
+        adopt_default_mode(root)  # torch-fidelity writes its cache 0600: others of a group share it

@@ -151,30 +151,40 @@ def _samples_taken(trials: list[FrozenTrial]) -> set[int]:
 
 
 def claim(plan: Plan, storage: optuna.storages.BaseStorage, results_dir: Path, stage: str = "search",
-          worker: str | None = None) -> tuple[PlannedPart, optuna.Trial] | None:
-    """The next trial of the stage to run, or None when its budget is spent. Studies are served round-robin by
-    how many trials each has claimed, so partial results cover every (dataset, loss)."""
+          worker: str | None = None, count: int = 1) -> tuple[PlannedPart, list[optuna.Trial]] | None:
+    """Up to `count` trials of the stage to run, all of one part (a pack: bench.trial.run_trials), or None when its
+    budget is spent. Parts are served round-robin by how many trials each has claimed, so partial results cover every
+    (dataset, loss)."""
     with claiming(results_dir):
         candidates = []
         for part in plan.parts(stage):
             ostudy = optuna.load_study(study_name=part.optuna_name, storage=storage, sampler=part.sampler(),
                                        pruner=plan.study.pruner.make_pruner(part.steps))
             trials = ostudy.get_trials(deepcopy=False)
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            taken = _samples_taken([t for t in trials if t.state != TrialState.WAITING])
-            adaptive = part.sampler_name == "tpe" and stage == "search"
-            if waiting or (adaptive and len(_samples_taken(trials)) < part.trials):
-                candidates.append((len(taken), part, ostudy, waiting, len(_samples_taken(trials))))
+            if _claimable(part, stage, trials):
+                taken = _samples_taken([t for t in trials if t.state != TrialState.WAITING])
+                candidates.append((len(taken), part, ostudy))
         if not candidates:
             return None
-        _, part, ostudy, waiting, next_sample = min(candidates, key=lambda c: c[0])
-        trial = ostudy.ask()
-        if not waiting:  # a fresh TPE proposal
-            trial.set_user_attr("sample", next_sample)
-        if "config" not in trial.user_attrs:  # a confirm trial's configuration is its source run's, whole
-            # A default sample's overrides (values outside the space) are not searched parameters of the trial.
-            overrides = trial.user_attrs.get("overrides", {})
-            suggest(trial, {n: d for n, d in part.space.items() if n not in overrides})
-        if worker is not None:
-            trial.set_user_attr("worker", worker)
-        return part, trial
+        _, part, ostudy = min(candidates, key=lambda c: c[0])
+        claimed = []
+        while len(claimed) < count and _claimable(part, stage, trials := ostudy.get_trials(deepcopy=False)):
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            trial = ostudy.ask()
+            if not waiting:  # a fresh TPE proposal
+                trial.set_user_attr("sample", len(_samples_taken(trials)))
+            if "config" not in trial.user_attrs:  # a confirm trial's configuration is its source run's, whole
+                # A default sample's overrides (values outside the space) are not searched parameters of the trial.
+                overrides = trial.user_attrs.get("overrides", {})
+                suggest(trial, {n: d for n, d in part.space.items() if n not in overrides})
+            if worker is not None:
+                trial.set_user_attr("worker", worker)
+            claimed.append(trial)
+        return part, claimed
+
+
+def _claimable(part: PlannedPart, stage: str, trials: list[FrozenTrial]) -> bool:
+    """Whether a part has a trial to claim: one enqueued, or (TPE, search stage) a sample still to propose."""
+    adaptive = part.sampler_name == "tpe" and stage == "search"
+    return (any(t.state == TrialState.WAITING for t in trials)
+            or (adaptive and len(_samples_taken(trials)) < part.trials))

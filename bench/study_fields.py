@@ -230,6 +230,10 @@ class Variant(BaseModel):
     params: dict[str, Union[bool, int, float, str]] = Field(min_length=1)
 
 
+# The most trials one worker may train at once: each keeps its own networks, optimisers and evaluation samples in memory.
+PACK_LIMIT = 64
+
+
 class LocalExecutor(BaseModel):
     """Worker processes on this machine. With `gpus: auto` and GPUs visible, `workers_per_gpu` workers per GPU
     (each sees only its GPU); without GPUs, `workers` CPU workers."""
@@ -238,6 +242,8 @@ class LocalExecutor(BaseModel):
 
     name: Literal["local"] = "local"
     workers: int = Field(1, ge=1, description="worker processes when there is no GPU to place them on")
+    pack: int = Field(1, ge=1, le=PACK_LIMIT, description="trials one worker trains at once (bench.trial.run_trials):"
+                      " the same data set and scoring, any loss, model or hyperparameters")
     gpus: Union[Literal["auto", "none"], list[int]] = Field(
         "auto", description="auto: every visible GPU; none: CPU only; or a list of GPU indices")
     workers_per_gpu: int = Field(1, ge=1)
@@ -254,6 +260,8 @@ class SlurmExecutor(BaseModel):
     qos: str | None = None
     time_min: int = Field(60, ge=1, description="time limit per task; a task that reaches it requeues itself")
     workers: int = Field(1, ge=1, description="array tasks")
+    pack: int = Field(1, ge=1, le=PACK_LIMIT, description="trials one worker trains at once (bench.trial.run_trials):"
+                      " the same data set and scoring, any loss, model or hyperparameters")
     array_parallelism: int | None = Field(None, ge=1, description="at most this many tasks at once (sbatch %N)")
     cpus_per_task: int = Field(1, ge=1)
     gpus_per_task: int = Field(0, ge=0)
@@ -272,6 +280,8 @@ class CustomExecutor(BaseModel):
 
     name: str = Field(description="package.module:Class")
     workers: int = Field(1, ge=1)
+    pack: int = Field(1, ge=1, le=PACK_LIMIT, description="trials one worker trains at once (bench.trial.run_trials):"
+                      " the same data set and scoring, any loss, model or hyperparameters")
 
     @field_validator("name")
     @classmethod

@@ -175,7 +175,7 @@ def space_needed(plan: Plan, storage: optuna.storages.BaseStorage, stages: list[
                  workers: int) -> tuple[int, int]:
     """(bytes, trials): about how much the results folder needs to finish the stages' unfinished trials — each trial's
     folder as it ends (`trial.disk_bytes`: checkpoint, samples, JSON files) once per seed, a checkpoint's new copy per
-    worker while it is written, and the results table and journal rows — and how many trials that is."""
+    trial a worker trains at once (`executor.pack`) while it is written, and the results table and journal rows — and how many trials that is."""
     sizes: dict[tuple[str, str], tuple[int, int]] = {}  # (folder bytes, evaluations) per (dataset, loss)
     needed, trials, largest = 0, 0, 0
     for stage in stages:
@@ -193,4 +193,4 @@ def space_needed(plan: Plan, storage: optuna.storages.BaseStorage, stages: list[
             needed += left * (len(plan.study.seeds) if stage == "search" else 1) * (folder + ROW_BYTES * evaluations)
             trials += left
             largest = max(largest, folder)
-    return needed + workers * largest, trials
+    return needed + workers * plan.study.executor.pack * largest, trials

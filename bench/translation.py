@@ -106,7 +106,9 @@ class TranslationTrial(TrialKind):
         self.cyclegan = "inverse" in self.needs
         # The perceptual metric reads the fixed network whatever the terms are, so every trial loads it.
         self.feature_net = feature_nets.load(config.perceptual_net, dataset, device)
-        self.g_value, self.d_value = math.nan, math.nan
+        # On the device, read at the driver's checks and at evaluations: a step never waits for the device.
+        self.g_value = torch.full((), math.nan, device=device)
+        self.d_value = torch.full((), math.nan, device=device)
 
     @classmethod
     def networks(cls, config: TrialConfig, image_shape: tuple[int, int, int]) -> list[nn.Module]:
@@ -128,22 +130,23 @@ class TranslationTrial(TrialKind):
 
     def begin(self, rng: torch.Generator) -> None:
         self.rng = rng
-        self.train = self.dataset.train.to(self.device)
+        self.train = self.dataset.train_on(self.device)
         self.sampler = tasks.sampler(self.task, len(self.train), rng)
         self.test_targets = self.dataset.test[:self.n_eval].float().div(255.0)
         self.test_sources = tasks.test_pairs(self.task, self.test_targets, self.config.metrics.latent_seed)
 
     def state_dict(self) -> dict[str, Any]:
         return {"models": self.models.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict() if self.opt_d else None, "g_loss": self.g_value,
-                "d_loss": self.d_value}
+                "opt_d": self.opt_d.state_dict() if self.opt_d else None, "g_loss": self.g_value.item(),
+                "d_loss": self.d_value.item()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.models.load_state_dict(state["models"])
         self.opt_g.load_state_dict(state["opt_g"])
         if self.opt_d is not None:
             self.opt_d.load_state_dict(state["opt_d"])
-        self.g_value, self.d_value = state["g_loss"], state["d_loss"]
+        self.g_value.fill_(state["g_loss"])
+        self.d_value.fill_(state["d_loss"])
 
     def batch(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """(sources, D's real targets, the sources' true targets or None): a paired task's real batch is its targets;
@@ -176,7 +179,7 @@ class TranslationTrial(TrialKind):
             loss = loss + config.r1_gamma / 2 * penalties.r1_penalty(critic, real)
         return loss, real_scores.detach()
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict[str, Tensor]:
         """The D updates (D and, in CycleGAN, D_A), each on a fresh batch with G's outputs detached, then G's update on
         the last batch. Steps count as the unconditional trial's do (`count`); without a D every step is one G
         update."""
@@ -202,13 +205,13 @@ class TranslationTrial(TrialKind):
             if self.spec.weight_clip:
                 for net in self.critics:
                     penalties.clip_weights(net, self.config.clip)
-            self.d_value = d_loss.item()
+            self.d_value = d_loss.detach()
         if update_g:
             self.g_value = self.g_step(source, real, target, real_scores, source_scores)
         return {"g_loss": self.g_value, **({"d_loss": self.d_value} if self.critics else {})}
 
     def g_step(self, source: Tensor, real: Tensor, target: Tensor | None, real_scores: Tensor | None,
-               source_scores: Tensor | None) -> float:
+               source_scores: Tensor | None) -> Tensor:
         """One G update (and F's, in CycleGAN) on the last D step's batch, with the critics frozen. `real_scores` and
         `source_scores` are that step's critics' scores of its real batches, which G's loss gets as in the unconditional
         trial; a relativistic loss and feature matching read the updated critics' instead: one forward without a
@@ -238,7 +241,7 @@ class TranslationTrial(TrialKind):
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
-        return g_loss.item()
+        return g_loss.detach()
 
     def evaluate(self, scorer: Scorer, samples: Path) -> dict[str, Any]:
         """The test pairs' metrics."""
@@ -252,7 +255,8 @@ class TranslationTrial(TrialKind):
                "ssim": image_metrics.ssim(outputs, self.test_targets).mean().item(),
                "perceptual": perceptual.mean().item(), **scorer.score_images(to_uint8(outputs)),
                # Collapse: outputs that no longer depend on their source (the unconditional trial's spread).
-               "spread": outputs.std(dim=0).mean().item(), "d_loss": self.d_value, "g_loss": self.g_value}
+               "spread": outputs.std(dim=0).mean().item(), "d_loss": self.d_value.item(),
+               "g_loss": self.g_value.item()}
         save_grid(self.test_sources, outputs, self.test_targets, samples)
         self.models.train()
         return row

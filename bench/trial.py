@@ -8,9 +8,10 @@ A trial is a pure function of its resolved config (which includes the seed) on a
 
 from __future__ import annotations
 
-import math
+import json
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -18,12 +19,12 @@ import torch
 from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
-from bench import data, gan, translation
+from bench import BenchError, data, gan, translation
 from bench.config import TrialConfig
 from bench.device import resolve_device, versions
-from bench.io import atomic_torch_save, atomic_write_json
-from bench.kind import KINDS
-from bench.metrics import Scorer
+from bench.io import atomic_torch_save, atomic_write_json, cache_dir
+from bench.kind import KINDS, TrialKind
+from bench.metrics import MetricsConfig, Scorer
 
 # Each kind registers itself in bench.kind.KINDS when its module is imported: here, where the driver needs them all.
 TRIAL_KINDS = (gan, translation)
@@ -90,6 +91,25 @@ def disk_bytes(config: TrialConfig) -> int:
     return weights * (1 + optimiser_state) + buffers + grid + 2_000 * len(config.eval_steps) + 50_000
 
 
+# Steps between two reads of a trial's running values (its losses' finiteness): each read makes the host wait for the
+# device, which every step would stall a GPU. A non-finite value is found at the next read (or evaluation, or the last
+# step), and the run is recorded as diverged at the step it happened.
+CHECK_EVERY = 100
+
+
+@dataclass
+class PackMember:
+    """One trial of a pack (run_trials): its config, its folder and its listener (see run_trial)."""
+
+    config: TrialConfig
+    out_dir: Path
+    on_evaluation: Callable[[int, dict[str, Any]], None] | None = None
+
+
+# What the members of a pack share, hence must agree on: the data, what scores them, where and how they run.
+SHARED_FIELDS = ("dataset", "dataset_options", "image_size", "task", "metrics", "device", "threads")
+
+
 def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
               on_evaluation: Callable[[int, dict[str, Any]], None] | None = None) -> TrialResult:
     """Trains and scores one configuration; resumes from `out_dir/checkpoint.pt` if the same config left one.
@@ -101,84 +121,179 @@ def run_trial(config: TrialConfig, out_dir: Path, progress: bool = False,
     result (returned, not raised, so the caller keeps the rows) and result.json say `pruned`. A run that stopped
     (collapsed or pruned) stays stopped when run again into the same folder.
     """
-    config = config.resolved()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    dataset = data.load(config.dataset, config.image_size, **config.dataset_options)
-    kind = KINDS.get(config.kind)(config, dataset, device)
-    torch.manual_seed(config.seed)  # model initialisation
-    kind.build()
-    scorer = Scorer(config.metrics, dataset, device)
-    # Only now, with everything that can reject the config behind us, does the trial write anything.
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Thread counts change the order of float sums: identical results need the same device and thread count.
-    record = {"config": config.model_dump(mode="json"), "device": str(device), "threads": torch.get_num_threads(),
-              "versions": versions(), "protocol": scorer.protocol}
-    atomic_write_json(out_dir / "config.json", record)
-    rng = torch.Generator(device).manual_seed(config.seed)  # every batch index, latent, mask and penalty draw
-    kind.begin(rng)
-    start, rows, train_seconds, eval_seconds, status = 0, [], 0.0, 0.0, "completed"
+    (result,) = run_trials([PackMember(config, Path(out_dir), on_evaluation)], progress)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
-    checkpoint_path = out_dir / "checkpoint.pt"
-    state = read_checkpoint(checkpoint_path, record["config"], device)
-    if state is not None:
-        kind.load_state_dict(state)
-        rng.set_state(state["rng"].cpu() if device.type == "cpu" else state["rng"])
-        start, rows = state["step"], state["rows"]
-        train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
-        status = state.get("stopped") or status  # checkpoints written before runs could stop have no such key
 
-    def save_checkpoint(step: int) -> None:
-        atomic_torch_save({"config": record["config"], **kind.state_dict(), "rng": rng.get_state(), "step": step,
-                           "rows": rows, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-                           "stopped": None if status == "completed" else status}, checkpoint_path)
+def run_trials(members: list[PackMember], progress: bool = False) -> list[TrialResult | Exception]:
+    """Trains a pack of trials in one process, each exactly as run_trial would alone: its own networks, random
+    stream, folder, checkpoint, rows, status, listener and resume. They share the dataset, the scorer (its feature
+    extractor and real statistics, built once) and the device, so they must agree on SHARED_FIELDS; anything else
+    (the loss, the model, the hyperparameters, the seed, the budget) may differ.
 
-    pruned = listener(on_evaluation)
-    for row in rows:  # restored from the checkpoint: the listener has not seen them
-        if pruned(row["step"], row):
-            if status == "completed":  # a run that collapsed stopped on its own; pruning it changes nothing
-                status = "pruned"
-                save_checkpoint(start)
-            break
-    # A stopped run trains no further; one that resumes counts from its checkpoint.
-    end, steps_done = (config.steps if status == "completed" else start), start
-    eval_steps = [s for s in config.eval_steps if s > start]
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=kind.label, unit="step",
-               dynamic_ncols=True)
-    tick = time.perf_counter()
-    for step in range(start + 1, end + 1):
-        watched = kind.step(step)
-        steps_done = step  # a step that diverges counts as done
-        if not all(math.isfinite(value) for value in watched.values()):
-            status = "diverged"  # no metric is made up for a diverged run: its earlier evaluations stand
-            bar.set_postfix_str(f"diverged at step {step}")
-            break
-        bar.update()
-        if not eval_steps or step != eval_steps[0]:
-            continue
-        eval_steps.pop(0)
-        train_seconds += time.perf_counter() - tick
+    The members step in turn, one step each per round: measured on a CPU, one batched model over K parameter sets is
+    no faster than K models (see benchmarks/throughput.py), and each member's arithmetic stays that of its trial
+    alone, bit for bit. A member that stops (diverged, collapsed, pruned, finished) leaves the pack; one that raises
+    gets its exception as its result, and the others go on.
+    """
+    configs = [member.config.resolved() for member in members]
+    for name in SHARED_FIELDS:
+        if len({repr(getattr(config, name)) for config in configs}) > 1:
+            raise BenchError(f"pack: its trials differ in {name}; a pack shares its data, its scoring, its device and "
+                             f"its threads ({', '.join(SHARED_FIELDS)})")
+    shared = configs[0]
+    if shared.threads is not None:
+        torch.set_num_threads(shared.threads)
+    device = resolve_device(shared.device)
+    dataset = data.load(shared.dataset, shared.image_size, **shared.dataset_options)
+    # Every kind refuses what it cannot train before any draws weights or writes anything.
+    kinds = [KINDS.get(config.kind)(config, dataset, device) for config in configs]
+    for config, kind in zip(configs, kinds):
+        torch.manual_seed(config.seed)  # model initialisation
+        kind.build()
+    scorer = _scorer(shared.metrics, dataset, device)
+    runs = [_Run(config, kind, member, scorer, device, progress, position=i if len(members) > 1 else None)
+            for i, (config, kind, member) in enumerate(zip(configs, kinds, members))]
+    for run in runs:
+        run.guarded(run.start)
+    while active := [run for run in runs if run.active]:
+        for run in active:
+            run.guarded(run.advance)
+    return [run.result for run in runs]
+
+
+# The last pack's scorer, kept for the next pack scored the same way against the same real images: a worker makes its
+# feature extractor and reads the real statistics once, not once per trial. Only the last one, so memory stays bounded.
+_kept_scorer: dict[str, Scorer] = {}
+
+
+def _scorer(metrics: MetricsConfig, dataset: data.Dataset, device: torch.device) -> Scorer:
+    scorer = Scorer(metrics, dataset, device)  # names the real images (a digest) and the extractor's weights
+    key = json.dumps([scorer.real_cache_name, metrics.model_dump(mode="json"), str(device), str(cache_dir())],
+                     default=str)
+    if key not in _kept_scorer:
+        _kept_scorer.clear()
+        _kept_scorer[key] = scorer
+    return _kept_scorer[key]
+
+
+class _Run:
+    """One trial in the driver: its kind, folder, schedule, rows, status and clock, advanced one step at a time."""
+
+    def __init__(self, config: TrialConfig, kind: TrialKind, member: PackMember, scorer: Scorer,
+                 device: torch.device, progress: bool, position: int | None):
+        self.config, self.kind, self.scorer, self.device = config, kind, scorer, device
+        self.out_dir, self.on_evaluation = Path(member.out_dir), member.on_evaluation
+        self.progress, self.position = progress, position
+        self.result: TrialResult | Exception | None = None
+        self.active = False
+
+    def guarded(self, action: Callable[[], None]) -> None:
+        """Runs one of this trial's actions; what it raises ends this trial only (its exception is its result)."""
+        try:
+            action()
+        except Exception as error:
+            self.active = False
+            if hasattr(self, "bar"):
+                self.bar.close()
+            self.result = error
+
+    def start(self) -> None:
+        """Writes the config record, takes the trial's random stream and restores its checkpoint, if any."""
+        config, kind, device = self.config, self.kind, self.device
+        # Only now, with everything that can reject the config behind us, does the trial write anything.
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        # Thread counts change the order of float sums: identical results need the same device and thread count.
+        self.record = {"config": config.model_dump(mode="json"), "device": str(device),
+                       "threads": torch.get_num_threads(), "versions": versions(), "protocol": self.scorer.protocol}
+        atomic_write_json(self.out_dir / "config.json", self.record)
+        self.rng = torch.Generator(device).manual_seed(config.seed)  # every batch index, latent, mask, penalty draw
+        kind.begin(self.rng)
+        self.start_step, self.rows, self.status = 0, [], "completed"
+        self.train_seconds, self.eval_seconds = 0.0, 0.0
+        self.checkpoint_path = self.out_dir / "checkpoint.pt"
+        state = read_checkpoint(self.checkpoint_path, self.record["config"])
+        if state is not None:
+            kind.load_state_dict(state)
+            self.rng.set_state(state["rng"])
+            self.start_step, self.rows = state["step"], state["rows"]
+            self.train_seconds, self.eval_seconds = state["train_seconds"], state["eval_seconds"]
+            self.status = state.get("stopped") or self.status  # checkpoints from before runs could stop have none
+        self.pruned = listener(self.on_evaluation)
+        for row in self.rows:  # restored from the checkpoint: the listener has not seen them
+            if self.pruned(row["step"], row):
+                if self.status == "completed":  # a run that collapsed stopped on its own; pruning it changes nothing
+                    self.status = "pruned"
+                    self.save_checkpoint(self.start_step)
+                break
+        # A stopped run trains no further; one that resumes counts from its checkpoint.
+        self.end = config.steps if self.status == "completed" else self.start_step
+        self.step, self.steps_done = self.start_step, self.start_step
+        self.eval_steps = [s for s in config.eval_steps if s > self.start_step]
+        # The first step whose running values were not all finite (0: none yet), kept on the device.
+        self.first_nonfinite = torch.zeros((), dtype=torch.int64, device=device)
+        self.bar = tqdm(total=config.steps, initial=self.start_step, disable=not self.progress, desc=kind.label,
+                        unit="step", dynamic_ncols=True, position=self.position, leave=True)
+        self.active = True
+        if self.step >= self.end:
+            self.finish()
+
+    def save_checkpoint(self, step: int) -> None:
+        atomic_torch_save({"config": self.record["config"], **self.kind.state_dict(), "rng": self.rng.get_state(),
+                           "step": step, "rows": self.rows, "train_seconds": self.train_seconds,
+                           "eval_seconds": self.eval_seconds,
+                           "stopped": None if self.status == "completed" else self.status}, self.checkpoint_path)
+
+    def advance(self) -> None:
+        """One step; then, when the schedule says, the divergence check and the evaluation."""
         tick = time.perf_counter()
-        row = {"step": step, **kind.evaluate(scorer, out_dir / "samples.png")}
-        eval_seconds += time.perf_counter() - tick
-        rows.append({**row, "train_seconds": round(train_seconds, 3)})
-        bar.set_postfix({name: f"{row[name]:.3g}" for name in kind.shown})
+        self.step += 1
+        step = self.step
+        watched = self.kind.step(step)
+        values = torch.stack([torch.as_tensor(v, device=self.device).double() for v in watched.values()])
+        self.first_nonfinite = torch.where((self.first_nonfinite == 0) & ~values.isfinite().all(), step,
+                                           self.first_nonfinite)
+        evaluate = bool(self.eval_steps) and step == self.eval_steps[0]
+        if evaluate or step % CHECK_EVERY == 0 or step == self.end:
+            diverged_at = int(self.first_nonfinite)
+            if diverged_at:
+                self.train_seconds += time.perf_counter() - tick
+                self.steps_done = diverged_at  # the step that diverged counts as done, the ones after it do not
+                self.status = "diverged"  # no metric is made up for a diverged run: its earlier evaluations stand
+                self.bar.set_postfix_str(f"diverged at step {diverged_at}")
+                return self.finish()
+            self.bar.update(step - self.bar.n)
+        self.steps_done = step
+        self.train_seconds += time.perf_counter() - tick
+        if evaluate:
+            self.evaluate(step)
+        if self.status != "completed" or step >= self.end:
+            self.finish()
+
+    def evaluate(self, step: int) -> None:
+        """Scores the trial, records the row, checks for collapse, writes the checkpoint and tells the listener."""
+        self.eval_steps.pop(0)
+        tick = time.perf_counter()
+        row = {"step": step, **self.kind.evaluate(self.scorer, self.out_dir / "samples.png")}
+        self.eval_seconds += time.perf_counter() - tick
+        self.rows.append({**row, "train_seconds": round(self.train_seconds, 3)})
+        self.bar.set_postfix({name: f"{row[name]:.3g}" for name in self.kind.shown})
         if collapsed(row["spread"], row["d_loss"]):
-            status = "collapsed"  # this evaluation and the earlier ones stand, as for a diverged run
-            bar.set_postfix_str(f"collapsed at step {step}")
-        save_checkpoint(step)
-        if pruned(step, rows[-1]) and status == "completed":
-            status = "pruned"
-            save_checkpoint(step)
-        tick = time.perf_counter()
-        if status != "completed":
-            break
-    train_seconds += time.perf_counter() - tick
-    bar.close()
-    return write_result(out_dir, record, scorer, status=status, rows=rows, steps_done=steps_done,
-                        train_seconds=train_seconds, eval_seconds=eval_seconds)
+            self.status = "collapsed"  # this evaluation and the earlier ones stand, as for a diverged run
+            self.bar.set_postfix_str(f"collapsed at step {step}")
+        self.save_checkpoint(step)
+        if self.pruned(step, self.rows[-1]) and self.status == "completed":
+            self.status = "pruned"
+            self.save_checkpoint(step)
+
+    def finish(self) -> None:
+        self.active = False
+        self.bar.close()
+        self.result = write_result(self.out_dir, self.record, self.scorer, status=self.status, rows=self.rows,
+                                   steps_done=self.steps_done, train_seconds=self.train_seconds,
+                                   eval_seconds=self.eval_seconds)
 
 
 def write_result(out_dir: Path, record: dict[str, Any], scorer: Scorer, **fields: Any) -> TrialResult:
@@ -191,13 +306,16 @@ def write_result(out_dir: Path, record: dict[str, Any], scorer: Scorer, **fields
     return result
 
 
-def read_checkpoint(path: Path, config: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
+def read_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint at `path` if it is readable and this trial's (its config is `config`), else None: the trial
     starts over."""
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        # Read onto the CPU whatever the device: the networks and optimisers copy their state to their parameters'
+        # device as they load it, except the optimisers' step counters, which belong on the CPU (on the device, every
+        # step would read them back: a host sync), and the random stream's state is a CPU byte tensor.
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # damaged (a bad disk, a partial copy): start over; the rows are made again
         warnings.warn(f"{path}: unreadable ({type(error).__name__}); the trial starts over")
         return None

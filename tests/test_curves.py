@@ -41,10 +41,10 @@ def run_study(study, results_dir, pruner=None):
     plan = Plan(study)
     storage = queue.prepare(plan, results_dir)
     while (claimed := queue.claim(plan, storage, results_dir)) is not None:
-        part, trial = claimed
+        part, [trial] = claimed
         if pruner:
             trial.study.pruner = pruner
-        runner.run_claimed(plan, results_dir, part, trial)
+        runner.run_claimed(plan, results_dir, part, [trial])
     return storage
 
 

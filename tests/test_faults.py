@@ -137,7 +137,7 @@ def finished_study(tmp_path: Path):
     path.write_text(yaml.safe_dump(STUDY))
     plan = Plan(load_study(path))
     storage = prepare(plan, tmp_path)
-    _, trial = claim(plan, storage, tmp_path)
+    _, [trial] = claim(plan, storage, tmp_path)
     trial.set_user_attr("runs", [{"seed": 0, "status": "completed", "rows": [{"step": 100, "fid": 5.0}],
                                   "extractor": "x", "steps_done": 100, "params": trial.params}])
     trial.set_user_attr("status", "completed")
@@ -157,7 +157,7 @@ def test_a_torn_last_journal_record_is_cut_off_and_the_finished_trials_kept(tmp_
     assert (tmp_path / "optuna.journal.torn").read_bytes().startswith(b'{"op_code":5')
     table = counts(plan, open_storage(plan.study, tmp_path))
     assert (table["completed"].sum(), table["queued"].sum()) == (1, 2)
-    _, trial = claim(plan, open_storage(plan.study, tmp_path), tmp_path)  # the journal takes appends again
+    _, [trial] = claim(plan, open_storage(plan.study, tmp_path), tmp_path)  # the journal takes appends again
     assert trial.user_attrs["sample"] == 1
 
 
@@ -186,16 +186,16 @@ def test_a_worker_stopped_mid_trial_leaves_its_trial_running_for_the_queue(tmp_p
     path.write_text(yaml.safe_dump(STUDY))
     plan = Plan(load_study(path))
     storage = prepare(plan, tmp_path)
-    part, trial = claim(plan, storage, tmp_path)
+    part, [trial] = claim(plan, storage, tmp_path)
 
     def stopped(*args, **kwargs):
         runner.stopping.set()
         raise FileNotFoundError("optuna.journal.lock….rename")
 
-    monkeypatch.setattr(runner, "run_trial", stopped)
+    monkeypatch.setattr(runner, "run_trials", stopped)
     try:
         with pytest.raises(FileNotFoundError):
-            runner.run_claimed(plan, tmp_path, part, trial)
+            runner.run_claimed(plan, tmp_path, part, [trial])
     finally:
         runner.stopping.clear()
     [record] = [t for t in trials_of(storage) if t.number == trial.number]

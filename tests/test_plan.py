@@ -56,7 +56,7 @@ def test_results_table_says_each_runs_threads_and_device(tmp_path):
     plan = Plan(study)
     storage = prepare(plan, tmp_path)
     while (claimed := claim(plan, storage, tmp_path)) is not None:
-        _, trial = claimed
+        _, [trial] = claimed
         sample = trial.user_attrs["sample"]
         machine = {"threads": 2, "device": "cpu"} if sample else {}  # sample 0: as an older version recorded it
         trial.set_user_attr("runs", [{"seed": 0, "status": "completed", "rows": [{"step": 20, "fid": 1.0 + sample}],

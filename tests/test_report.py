@@ -154,7 +154,7 @@ def test_report_rebuilds_a_damaged_results_file_from_the_storage(tmp_path, capsy
     plan = Plan(study)
     storage = prepare(plan, tmp_path)
     while (claimed := claim(plan, storage, tmp_path)) is not None:
-        _, trial = claimed
+        _, [trial] = claimed
         fid = 10.0 + trial.user_attrs["sample"]
         trial.set_user_attr("runs", [{"seed": 0, "status": "completed", "rows": [{"step": 5, "fid": fid}],
                                       "extractor": "x", "steps_done": 5, "params": trial.params}])

@@ -181,7 +181,7 @@ def test_claims_serve_every_sample_once_and_stop_at_the_budget(tmp_path, sampler
     storage = prepare(plan, tmp_path)
     claimed = []
     while (next_trial := claim(plan, storage, tmp_path)) is not None:
-        part, trial = next_trial
+        part, [trial] = next_trial
         claimed.append((part.loss, trial.user_attrs["sample"]))
         trial.set_user_attr("status", "completed")
         trial.study.tell(trial, float(len(claimed)))
@@ -196,7 +196,7 @@ def finish_search(plan, storage, tmp_path, values):
     from bench.queue import claim
 
     while (claimed := claim(plan, storage, tmp_path)) is not None:
-        part, trial = claimed
+        part, [trial] = claimed
         value = values[(part.loss, trial.user_attrs["sample"])]
         status, fid = ("completed", value) if not isinstance(value, tuple) and value is not None else (
             ("diverged", value[1]) if value is not None else ("diverged", None))
@@ -236,7 +236,7 @@ def test_confirm_stage_reruns_the_best_search_configuration_with_fresh_seeds(tmp
 
     claimed = []
     while (next_trial := claim(plan, storage, tmp_path, "confirm")) is not None:
-        part, trial = next_trial
+        part, [trial] = next_trial
         claimed.append((part.stage, part.loss, trial.user_attrs["seed"]))
         assert trial.params == {} and trial.user_attrs["config"] == config  # the source run's configuration, whole
         trial.set_user_attr("status", "completed")

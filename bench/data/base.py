@@ -49,6 +49,13 @@ class Dataset:
         c, h, w = self.train.shape[1:]
         return c, h, w
 
+    def train_on(self, device: torch.device) -> torch.Tensor:
+        """The training split on `device`, copied there once: the trials of a pack (bench.trial.run_trials) share it."""
+        copies = self.__dict__.setdefault("_train_on", {})  # frozen: the cache goes around __setattr__
+        if device not in copies:
+            copies[device] = self.train.to(device)
+        return copies[device]
+
 
 @dataclass(frozen=True)
 class _Entry:
