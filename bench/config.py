@@ -80,6 +80,9 @@ class TrialConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch's CPU threads for this trial; None: leave torch's "
                                 "setting (all cores). Results are bit-identical only at the same thread count")
     amp: bool = Field(False, description="bfloat16 autocast on CUDA; ignored on CPU, where it is ~15× slower")
+    stop_on_collapse: bool = Field(True, description="stop at the evaluation that finds the run collapsed (see "
+                                   "bench.trial.collapsed): its later steps are never trained or scored. False: train "
+                                   "and score to the end, as compare_gan v1 did; the status is still collapsed")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @model_validator(mode="before")

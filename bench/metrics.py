@@ -537,7 +537,8 @@ class Scorer:
             "extractor": self.extractor_id,
             "extractor_weights": self.extractor_weights,
             "resize": self.dataset.resize,
-            "real_split": "test",
+            # The split in dataset.test: a loader whose reference is another one says so (celeba's reference_split).
+            "real_split": getattr(self.dataset, "real_split", "test"),
             "real_count": len(self.real),
             "gen_count": self.config.num_samples,
         }

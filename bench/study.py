@@ -72,6 +72,8 @@ class Study(BaseModel):
     threads: int = Field(1, ge=1, description="torch threads per trial: part of what a trial computes, since the "
                          "thread count changes the order of float sums; independent of the worker count")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    stop_on_collapse: bool = Field(True, description="stop a trial at the evaluation that finds it collapsed; false: "
+                                   "train and score it to the end, as compare_gan v1 did (the paper's studies)")
     executor: Executor = Field(default_factory=LocalExecutor)
     storage: str | None = Field(None, description="an Optuna storage URL (a database), or journal:///PATH (a journal "
                                 "file); default: the journal file optuna.journal in the results folder")
@@ -341,7 +343,7 @@ class Study(BaseModel):
             "image_size": self.image_size, "batch_size": self.batch_size, "z_dim": self.z_dim,
             "z_dist": self.z_dist, "init": self.init, "steps": self.budget.steps_for(dataset), "count": self.budget.count,
             "eval_steps": self.budget.eval_steps(dataset), "device": self.device, "threads": self.threads,
-            "metrics": self.metrics,
+            "metrics": self.metrics, "stop_on_collapse": self.stop_on_collapse,
             "terms": names, **net,
         }
 

@@ -33,6 +33,7 @@ TRIAL_KINDS = (gan, translation)
 class TrialResult(BaseModel):
     # completed: trained to the end. Stopped early: diverged (a non-finite loss), collapsed (see COLLAPSE_SPREAD and
     # COLLAPSE_D_LOSS), pruned (the caller's on_evaluation asked to stop). Every evaluation before the stop stands.
+    # With stop_on_collapse off, a run that collapsed at an evaluation trains and scores to the end, then is collapsed.
     status: Literal["completed", "diverged", "collapsed", "pruned"]
     extractor: str
     rows: list[dict[str, Any]]  # one per evaluation: step, fid, kid, ... , spread, d_loss, g_loss, seconds
@@ -281,7 +282,8 @@ class _Run:
         self.rows.append({**row, "train_seconds": round(self.train_seconds, 3)})
         self.bar.set_postfix({name: f"{row[name]:.3g}" for name in self.kind.shown})
         if collapsed(row["spread"], row["d_loss"]):
-            self.status = "collapsed"  # this evaluation and the earlier ones stand, as for a diverged run
+            if self.config.stop_on_collapse:
+                self.status = "collapsed"  # this evaluation and the earlier ones stand, as for a diverged run
             self.bar.set_postfix_str(f"collapsed at step {step}")
         self.save_checkpoint(step)
         if self.pruned(step, self.rows[-1]) and self.status == "completed":
@@ -291,6 +293,10 @@ class _Run:
     def finish(self) -> None:
         self.active = False
         self.bar.close()
+        # Without stop_on_collapse a collapse leaves the run going (and its checkpoint unstopped, so that a resume goes
+        # on too); a run that then trains to the end is recorded as collapsed, from its rows, here.
+        if self.status == "completed" and any(collapsed(row["spread"], row["d_loss"]) for row in self.rows):
+            self.status = "collapsed"
         self.result = write_result(self.out_dir, self.record, self.scorer, status=self.status, rows=self.rows,
                                    steps_done=self.steps_done, train_seconds=self.train_seconds,
                                    eval_seconds=self.eval_seconds)

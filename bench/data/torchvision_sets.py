@@ -1,11 +1,13 @@
 """mnist, fashion_mnist, cifar10, celeba: the files torchvision's dataset classes read under data_root(), decoded once
-into a uint8 cache beside them."""
+into a uint8 cache beside them; and the order in which compare_gan v1 read CelebA's validation images."""
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import struct
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,66 @@ from bench.data.base import Dataset, DatasetMissingError, data_root, fetch_comma
 from bench.data.cache import REAL_CACHE_VERSION, _dataset, cache_readable, cached_arrays
 from bench.data.images import DEFAULT_RESIZE, NO_RESIZE, _check_resize, _decode_images, _resized, _UnreadableImage
 
+# The values of celeba's option reference_split, the split in Dataset.test, which FID scores against (its first
+# metrics.num_real images), the default first:
+# - test: the test partition, in file order;
+# - validation: the validation partition in compare_gan v1's order (v1_validation_order), the paper's reference set.
+REFERENCE_SPLITS = ("test", "validation")
+DEFAULT_REFERENCE = REFERENCE_SPLITS[0]
+
+# How tensor2tensor up to 1.4.2 (later versions name the problem image_celeba) wrote image_celeba_tune, which v1 reads
+# (gan_lib.py lines 144-150): the image files' first 162,770 (the train partition) into 100 train shards and the next
+# 19,867 (the validation partition) into 10 dev shards, round robin (generator_utils.py lines 135-161), then each
+# shard shuffled with Python's random.shuffle, train shards first (lines 441-461), after t2t-datagen seeded `random`
+# with its --random_seed (t2t_datagen.py lines 68, 126-130, 177-178). The files are taken in name order: t2t's glob
+# (image.py line 171) kept the file system's listing order, which t2t later sorted "to ensure correct split" (commit
+# 3f43cd23); only in name order is the dev split the validation partition, v1's reference set.
+T2T_SEED = 429459  # t2t_datagen.py's default --random_seed, set before each problem is generated
+T2T_TRAIN_SHARDS = 100
+T2T_DEV_SHARDS = 10
+
+
+@dataclass(frozen=True)
+class ReferenceDataset(Dataset):
+    """A Dataset that says which split its `test` holds: the scorer records it as its protocol's real_split."""
+
+    real_split: str = DEFAULT_REFERENCE
+
+
+def _check_reference(dataset: str, value: Any) -> str:
+    if value not in REFERENCE_SPLITS:
+        raise BenchError(f"option reference_split of dataset {dataset!r} must be one of {', '.join(REFERENCE_SPLITS)}, "
+                         f"got {value!r}")
+    return value
+
+
+def _py2_shuffle(items: list[int], rng: random.Random) -> None:
+    """Python 2's random.shuffle, which t2t-datagen ran under (v1 is Python 2 code): Python 3's draws other indices."""
+    for i in reversed(range(1, len(items))):
+        j = int(rng.random() * (i + 1))
+        items[i], items[j] = items[j], items[i]
+
+
+def v1_validation_order(n_train: int, n_valid: int) -> list[int]:
+    """The positions 0..n_valid-1 of the validation images in the order compare_gan v1 read them: the dev shards
+    image_celeba_tune-dev-00000-of-00010 to -00009 one after the other (TFRecordDataset, gan_lib.py line 150), each as
+    t2t shuffled it. v1 scored against the first 10,000 (eval_gan_lib.py lines 33, 128-147)."""
+    rng = random.Random(T2T_SEED)  # seeds as Python 2's random.seed does for an int
+    shards = [list(range(s, n, count)) for n, count in ((n_train, T2T_TRAIN_SHARDS), (n_valid, T2T_DEV_SHARDS))
+              for s in range(count)]
+    for shard in shards:  # the train shards' shuffles only advance the stream, as they did before the dev ones
+        _py2_shuffle(shard, rng)
+    return [i for shard in shards[T2T_TRAIN_SHARDS:] for i in shard]
+
+
 class _Torchvision:
     """A dataset that a torchvision class reads from data_root(), cached under
-    data_root()/gan-bench-cache/<name>-<size>[-<resize>]/ beside its raw files.
+    data_root()/gan-bench-cache/<name>-<size>[-<resize>][-<reference split>]/ beside its raw files.
 
     Subclasses say where the raw files are (`verify`), how to decode a split (`decode`) and the side of the
-    decoded images (`native_size`). Those whose resize is an option (celeba) override the public `load`, `check`
-    and `download` with a keyword-only `resize`; the others always resize with DEFAULT_RESIZE.
+    decoded images (`native_size`). Those whose resize and reference split are options (celeba) override the public
+    `load`, `check` and `download` with keyword-only `resize` and `reference_split`; the others always resize with
+    DEFAULT_RESIZE and score against their test split.
     """
 
     hint = ""  # added to missing-file errors; may use {root}
@@ -44,7 +99,8 @@ class _Torchvision:
         raise NotImplementedError
 
     def decode(self, root: Path, split: str, size: int, resize: str) -> tuple[np.ndarray, np.ndarray]:
-        """Split "train" or "test": images uint8 N×C×size×size, resized by method `resize`, and labels int64 (N,)."""
+        """Split "train" or a reference split: images uint8 N×C×size×size, resized by method `resize`, and labels
+        int64 (N,)."""
         raise NotImplementedError
 
     def prefetch_fix(self) -> str:
@@ -61,34 +117,38 @@ class _Torchvision:
     def corrupt(self, root: Path, path: Path, reason: str) -> DatasetMissingError:
         return self.error(root, f"corrupt {path} ({reason})", "delete it, then " + self.prefetch_fix())
 
-    def _cache(self, size: int, resize: str) -> tuple[Path, dict[str, Any]]:
+    def _cache(self, size: int, resize: str, reference: str) -> tuple[Path, dict[str, Any]]:
         folder = f"{self.name}-{size}"
         source = f"torchvision.datasets.{self.cls.__name__}"
         meta = {"version": REAL_CACHE_VERSION, "name": self.name, "image_size": size, "source": source}
+        # Each option value that is not the default has a folder of its own, so that two never share a cache; named
+        # and recorded only then, so that the caches made before it was an option stay valid.
         if resize != DEFAULT_RESIZE:
-            # A folder of its own, so that the two resizes never share a cache; named and recorded only then, so
-            # that the caches made before resize was an option stay valid.
             folder += f"-{resize}"
             meta["resize"] = resize
+        if reference != DEFAULT_REFERENCE:
+            folder += f"-{reference}"
+            meta["reference_split"] = reference
         return data_root() / "gan-bench-cache" / folder, meta
 
-    def _load(self, image_size: int, resize: str) -> Dataset:
-        directory, meta = self._cache(image_size, resize)
+    def _load(self, image_size: int, resize: str, reference: str = DEFAULT_REFERENCE) -> ReferenceDataset:
+        directory, meta = self._cache(image_size, resize, reference)
 
         def build() -> dict[str, np.ndarray]:
             root = data_root()
             self.verify(root)
             arrays = {}
-            for split in ("train", "test"):
-                arrays[split], arrays[f"{split}_labels"] = self.decode(root, split, image_size, resize)
+            for key, split in (("train", "train"), ("test", reference)):
+                arrays[key], arrays[f"{key}_labels"] = self.decode(root, split, image_size, resize)
             return arrays
 
         arrays = cached_arrays(directory, meta, build)
         applied = NO_RESIZE if image_size == self.native_size else resize
-        return _dataset(self.name, arrays, self.num_classes, applied)
+        dataset = _dataset(self.name, arrays, self.num_classes, applied)
+        return ReferenceDataset(**{f.name: getattr(dataset, f.name) for f in fields(Dataset)}, real_split=reference)
 
-    def _check(self, image_size: int, resize: str) -> None:
-        directory, meta = self._cache(image_size, resize)
+    def _check(self, image_size: int, resize: str, reference: str = DEFAULT_REFERENCE) -> None:
+        directory, meta = self._cache(image_size, resize, reference)
         if not cache_readable(directory, meta):
             self.verify(data_root())
 
@@ -192,15 +252,18 @@ class _CelebA(_Torchvision):
     def url(self) -> str:
         return "Google Drive (the file ids in torchvision.datasets.CelebA.file_list)"
 
-    # The option resize: tf1_bilinear is how the paper resized CelebA (see bench.data.images.RESIZES).
-    def load(self, image_size: int, *, resize: str = DEFAULT_RESIZE) -> Dataset:
-        return self._load(image_size, _check_resize(self.name, resize))
+    # The paper's options: resize tf1_bilinear (see bench.data.images.RESIZES) and reference_split validation (see
+    # REFERENCE_SPLITS).
+    def load(self, image_size: int, *, resize: str = DEFAULT_RESIZE,
+             reference_split: str = DEFAULT_REFERENCE) -> ReferenceDataset:
+        return self._load(image_size, _check_resize(self.name, resize), _check_reference(self.name, reference_split))
 
-    def check(self, image_size: int, *, resize: str = DEFAULT_RESIZE) -> None:
-        self._check(image_size, _check_resize(self.name, resize))
+    def check(self, image_size: int, *, resize: str = DEFAULT_RESIZE, reference_split: str = DEFAULT_REFERENCE) -> None:
+        self._check(image_size, _check_resize(self.name, resize), _check_reference(self.name, reference_split))
 
-    def download(self, *, resize: str = DEFAULT_RESIZE) -> None:
+    def download(self, *, resize: str = DEFAULT_RESIZE, reference_split: str = DEFAULT_REFERENCE) -> None:
         _check_resize(self.name, resize)  # before the download rather than after it
+        _check_reference(self.name, reference_split)
         super().download()
 
     def verify(self, root: Path) -> None:
@@ -226,10 +289,19 @@ class _CelebA(_Torchvision):
             more = f" and {len(absent) - 1:,} more of the {len(listed):,} images" if len(absent) > 1 else ""
             raise self.error(root, f"missing {images / absent[0]}{more}")
 
+    def _filenames(self, root: Path, split: str) -> list[str]:
+        """The image files of torchvision's split ("train", "valid", "test"), in list_eval_partition.txt's order."""
+        return self.cls(str(root), split=split, target_type=[]).filename
+
     def decode(self, root: Path, split: str, size: int, resize: str) -> tuple[np.ndarray, np.ndarray]:
-        dataset = self.cls(str(root), split=split, target_type=[])
+        if split == "validation":
+            # t2t took the sorted files' rows 162,770-182,636 for its dev split: on CelebA, the validation partition.
+            names = self._filenames(root, "valid")
+            names = [names[i] for i in v1_validation_order(len(self._filenames(root, "train")), len(names))]
+        else:
+            names = self._filenames(root, split)
         folder = root / self.cls.base_folder / "img_align_celeba"
-        paths = [folder / name for name in dataset.filename]
+        paths = [folder / name for name in names]
         try:
             images = _decode_images(paths, self.CROP, size, resize, f"celeba {split}")
         except _UnreadableImage as bad:
@@ -263,8 +335,9 @@ _register_torchvision(
 _register_torchvision(
     _CelebA("celeba", torchvision.datasets.CelebA, num_classes=0),
     64,
-    "CelebA aligned faces: centred 160×160 crop resized (option resize), RGB, 162,770/19,962 (train/test "
-    "partitions), no classes",
+    "CelebA aligned faces: centred 160×160 crop resized (option resize), RGB, 162,770 train; FID against the 19,962 "
+    "test images, or (option reference_split: validation) the 19,867 validation ones in compare_gan v1's order; no "
+    "classes",
     channels=3,
 )
 
