@@ -164,6 +164,10 @@ class TrialConfig(BaseModel):
                     "it has none of its own"
                 raise ValueError(f"loss_params.{name}: loss {self.loss} has no such hyperparameter ({own})")
         data.check_options(self.dataset, self.dataset_options)
+        if self.metrics.prf and (self.task is not None or self.dataset not in data.convex.SHAPES):
+            raise ValueError(f"metrics.prf: precision, recall and F1 are measured on the convex polygon sets "
+                             f"({', '.join(data.convex.SHAPES)}), unconditional; not on "
+                             f"{self.task.label if self.task else self.dataset}")
         if self.eval_steps is not None and (not self.eval_steps or any(not 1 <= s <= self.steps for s in self.eval_steps)):
             raise ValueError(f"eval_steps must be a non-empty list of steps in 1..{self.steps}")
         size = self.image_size or data.default_size(self.dataset)

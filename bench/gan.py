@@ -16,9 +16,9 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from bench import feature_nets, losses, models, penalties, terms
+from bench import feature_nets, losses, models, penalties, polygon_metrics, terms
 from bench.config import TrialConfig, step_updates
-from bench.data import Dataset
+from bench.data import Dataset, convex
 from bench.kind import KINDS, TrialKind, make_optimizer
 from bench.metrics import Scorer
 
@@ -47,7 +47,7 @@ def save_samples(G: nn.Module, config: TrialConfig, path: Path, n: int = 64) -> 
 
 @KINDS.register("gan", "unconditional generation: G of latents against D, one loss of the registry")
 class GanTrial(TrialKind):
-    shown = ("fid",)
+    shown = ("fid", "f1")
 
     def __init__(self, config: TrialConfig, dataset: Dataset, device: torch.device):
         super().__init__(config, dataset, device)
@@ -74,6 +74,9 @@ class GanTrial(TrialKind):
         self.k = torch.zeros((), dtype=torch.float64, device=device)
         self.d_value = torch.full((), math.nan, device=device)
         self.g_value = torch.full((), math.nan, device=device)  # the last G loss; kept by steps without a G update
+        # The polygons G is inverted on for recall (metrics.prf): the set's hold-out split, never trained on.
+        self.holdout = (convex.holdout(config.dataset, config.image_size, **config.dataset_options)
+                        if config.metrics.prf else None)
 
     @classmethod
     def networks(cls, config: TrialConfig, image_shape: tuple[int, int, int]) -> list[nn.Module]:
@@ -244,10 +247,29 @@ class GanTrial(TrialKind):
         with torch.no_grad():
             return self.sample(SPREAD_SAMPLES, generator).float().std(dim=0).mean().item()
 
+    def polygon_scores(self, images: Tensor) -> dict[str, float]:
+        """Precision, recall and F1 of the samples (uint8) and of G on the polygon manifold (bench.polygon_metrics),
+        with G in eval mode as it is scored; the inversion's latents come from a generator of their own, so training's
+        random stream is untouched, and only z is optimised."""
+        protocol = self.config.metrics.prf_protocol()
+        targets = self.holdout[:protocol.inversions].to(self.device).float().div_(255.0)
+        start = sample_latent(len(targets) * protocol.restarts, self.config.z_dim, self.config.z_dist,
+                              torch.Generator(self.device).manual_seed(protocol.seed))
+        bounds = (-1.0, 1.0) if self.config.z_dist == "uniform" else None
+        self.G.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                reach = polygon_metrics.invert(self.G, start, targets, protocol.steps, protocol.lr, bounds)
+        finally:
+            self.G.requires_grad_(True)
+        samples = images[:, 0].float().div(255.0).cpu().numpy()
+        return polygon_metrics.scores(samples, convex.SHAPES[self.config.dataset], reach.cpu(), protocol)
+
     def evaluate(self, scorer: Scorer, samples: Path) -> dict[str, Any]:
         self.G.eval()
-        row = {**scorer.score(self.sample), "spread": self.spread(), "d_loss": self.d_value.item(),
-               "g_loss": self.g_value.item()}
+        images = scorer.sample_images(self.sample)
+        row = {**scorer.score_images(images), **(self.polygon_scores(images) if self.holdout is not None else {}),
+               "spread": self.spread(), "d_loss": self.d_value.item(), "g_loss": self.g_value.item()}
         save_samples(self.G, self.config, samples)
         self.G.train()
         return row

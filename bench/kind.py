@@ -28,7 +28,7 @@ class TrialKind(ABC):
     evaluate() as the schedule says."""
 
     label: str  # the progress bar's description
-    shown: tuple[str, ...]  # the row's metrics the progress bar shows after an evaluation
+    shown: tuple[str, ...]  # the row's metrics the progress bar shows after an evaluation (those the row has)
 
     def __init__(self, config: TrialConfig, dataset: Dataset, device: torch.device):
         self.config, self.dataset, self.device = config, dataset, device

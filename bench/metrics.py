@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal, Mapping
 import torch
 import torch.nn.functional as F
 import torch_fidelity
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.metric_fid import (fid_featuresdict_to_statistics, fid_featuresdict_to_statistics_cached,
@@ -42,6 +42,7 @@ from bench import BenchError
 from bench.data import Dataset
 from bench.io import (adopt_default_mode, atomic_torch_save, atomic_write_json, cache_dir, cache_lock, cache_note,
                       damage_reason, environment_fault, move_aside)
+from bench.polygon_metrics import PrfProtocol
 from bench.registry import Registry
 
 DOMAIN_EXTRACTOR = "gan-bench-domain"
@@ -100,9 +101,14 @@ _add(Metric("kid", "KID", higher_is_better=False), "kernel inception distance: u
      "subsets")
 _add(Metric("isc", "IS", higher_is_better=True), "Inception score: how confidently and how variously the samples are "
      "classified")
-_add(Metric("precision", "precision", higher_is_better=True), "share of the samples near the real images' features")
-_add(Metric("recall", "recall", higher_is_better=True), "share of the real images near the samples' features")
-_add(Metric("f_score", "F-score", higher_is_better=True), "harmonic mean of precision and recall")
+_add(Metric("precision", "precision", higher_is_better=True), "prc: share of the samples near the real images' "
+     "features; prf: share of the samples within delta of the polygon manifold")
+_add(Metric("recall", "recall", higher_is_better=True), "prc: share of the real images near the samples' features; "
+     "prf: share of the hold-out polygons the generator reaches within delta")
+_add(Metric("f_score", "F-score", higher_is_better=True), "prc: harmonic mean of precision and recall")
+# Of unconditional trials on the convex polygon sets, with metrics.prf (bench.polygon_metrics).
+_add(Metric("f1", "F1", higher_is_better=True, objective=True, trial_kinds=("gan",)),
+     "prf: harmonic mean of the polygon precision and recall (the paper's second experiment)")
 # Of image-to-image trials, outputs against their true targets (bench.image_metrics).
 _add(Metric("psnr", "PSNR (dB)", higher_is_better=True, objective=True, trial_kinds=("translation",)),
      "peak signal-to-noise ratio of the outputs")
@@ -130,10 +136,19 @@ class MetricsConfig(BaseModel):
     # v1 scored against the first num_test_examples = 10,000 test images, in order (eval_gan_lib.py lines 128-146).
     num_real: int | None = Field(None, ge=10, description="real images scored against: the first N of the test "
                                  "split, in order; default: all of it")
+    fid: bool = Field(True, description="FID, by torch-fidelity (and KID, IS and precision / recall as set); false: "
+                      "none of torch-fidelity's metrics, so no feature extractor (a polygons study scored by prf)")
     kid: bool = True
     kid_subsets: int = Field(100, ge=1, description="KID's random subsets (torch-fidelity's default: 100)")
     isc: bool = True
     prc: bool = False
+    prf: bool = Field(False, description="precision, recall and F1 on the convex polygon sets (triangles, squares): "
+                      "bench.polygon_metrics")
+    prf_delta: float = Field(PrfProtocol.delta, gt=0, lt=1, allow_inf_nan=False,
+                             description="prf: RMS pixel distance within which a sample is a polygon, a polygon reached")
+    prf_inversions: int = Field(PrfProtocol.inversions, ge=1, description="prf: hold-out polygons G is inverted on")
+    prf_restarts: int = Field(PrfProtocol.restarts, ge=1, description="prf: starting latents per inversion")
+    prf_steps: int = Field(PrfProtocol.steps, ge=1, description="prf: Adam steps per inversion")
     inception_weights: Path | None = Field(None, description="local state_dict of torch-fidelity's inception-v3-compat; "
                                            "default: where `gan-bench prefetch` puts it")
     latent_seed: int = Field(2020, description="fixed latent seed: every evaluation scores the same z")
@@ -154,6 +169,19 @@ class MetricsConfig(BaseModel):
         if len(set(names)) < len(names):
             raise ValueError("a metric is listed twice")
         return names
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MetricsConfig:
+        if not self.fid and (self.kid or self.isc or self.prc):
+            raise ValueError("kid, isc and prc are torch-fidelity's, computed with FID: set them false too, or fid true")
+        if self.prc and self.prf:
+            raise ValueError("prc and prf both make the columns precision and recall: choose one")
+        return self
+
+    def prf_protocol(self) -> PrfProtocol:
+        """How precision, recall and F1 are measured (prf): on num_samples samples, with these settings."""
+        return PrfProtocol(delta=self.prf_delta, samples=self.num_samples, inversions=self.prf_inversions,
+                           restarts=self.prf_restarts, steps=self.prf_steps)
 
 
 def inception_weights_path(config: MetricsConfig) -> Path:
@@ -479,6 +507,9 @@ def protocol_id(protocol: Mapping[str, Any]) -> str:
         text += f" real={protocol['real_split']}:{protocol['real_count']}"
     if "gen_count" in protocol:
         text += f" gen={protocol['gen_count']}"
+    if "prf_delta" in protocol:  # precision / recall / F1 on polygons: their distance, δ and inversion budget
+        text += (f" prf={protocol['prf_distance']}<{protocol['prf_delta']} inv={protocol['prf_inversions']}"
+                 f"×{protocol['prf_restarts']}×{protocol['prf_steps']}")
     return text
 
 
@@ -494,6 +525,15 @@ class Scorer:
         self.config = config
         self.dataset = dataset
         self.device = device
+        real = dataset.test[: config.num_real]  # v1's rule: the first N, in order (None: all)
+        self.real = _Images(real)
+        c, h, w = dataset.image_shape
+        # What the scores are made against: the real images, by content.
+        self.real_name = f"{dataset.name}-{c}x{h}x{w}-test-{len(real)}-" + hashlib.sha1(
+            real.contiguous().numpy().tobytes()).hexdigest()[:10]
+        if not config.fid:  # none of torch-fidelity's metrics: no extractor to make, no real features to read
+            self.extractor_id, self.extractor_weights, self.extractor_accuracy = "none", None, None
+            return
         if config.extractor == "domain":
             if dataset.num_classes < 2:
                 raise BenchError(f"metrics.extractor: dataset {dataset.name} has no class labels to train the domain "
@@ -519,13 +559,8 @@ class Scorer:
             self.extractor_id = INCEPTION_EXTRACTOR
             self.extractor_accuracy = None
         self.extractor_weights = file_hash(self.weights_path)
-        real = dataset.test[: config.num_real]  # v1's rule: the first N, in order (None: all)
-        self.real = _Images(real)
-        c, h, w = dataset.image_shape
-        digest = hashlib.sha1(real.contiguous().numpy().tobytes()).hexdigest()[:10]
         # Other weights give other features, even under the same extractor id.
-        self.real_cache_name = (f"{dataset.name}-{c}x{h}x{w}-test-{len(real)}-{digest}-{self.extractor_id}-"
-                                f"{self.extractor_weights}")
+        self.real_cache_name = f"{self.real_name}-{self.extractor_id}-{self.extractor_weights}"
         self._extractor: FeatureExtractorBase | None = None
         self._real_features: dict[str, torch.Tensor] | None = None  # None until read, and when only FID is computed
         self._real_statistics: dict[str, Any] | None = None  # FID's mu and sigma
@@ -533,15 +568,16 @@ class Scorer:
     @property
     def protocol(self) -> dict[str, Any]:
         """How this Scorer's numbers are made; only numbers of equal protocols compare (see `protocol_id`)."""
-        return {
+        protocol = {
             "extractor": self.extractor_id,
-            "extractor_weights": self.extractor_weights,
+            **({"extractor_weights": self.extractor_weights} if self.extractor_weights else {}),
             "resize": self.dataset.resize,
             # The split in dataset.test: a loader whose reference is another one says so (celeba's reference_split).
             "real_split": getattr(self.dataset, "real_split", "test"),
             "real_count": len(self.real),
             "gen_count": self.config.num_samples,
         }
+        return {**protocol, **(self.config.prf_protocol().record() if self.config.prf else {})}
 
     def sample_images(self, sample: Callable[[int, torch.Generator], torch.Tensor]) -> torch.Tensor:
         """uint8 images from `sample(n, generator) -> [0, 1] images`, with the fixed latent seed, left on the device
@@ -562,6 +598,8 @@ class Scorer:
     def score_many(self, image_sets: list[torch.Tensor]) -> list[dict[str, float]]:
         """score_images of each set of uint8 N×C×H×W images (all of one C×H×W), on CUDA with one extraction pass;
         each set's metrics are those it has alone."""
+        if not self.config.fid:
+            return [self._extra(images) for images in image_sets]
         self.cache_real_features()
         return [self._metrics(images, features) for images, features in zip(image_sets, self._features(image_sets))]
 
@@ -649,11 +687,15 @@ class Scorer:
             metrics.update(kid_featuresdict_to_metric(features, self._real_features, layers["kid"], **kwargs))
         if "prc" in layers:
             metrics.update(prc_featuresdict_to_metric(features, self._real_features, layers["prc"], **kwargs))
-        scores = {FIDELITY_NAMES[k]: float(v) for k, v in metrics.items() if k in FIDELITY_NAMES}
+        return {**{FIDELITY_NAMES[k]: float(v) for k, v in metrics.items() if k in FIDELITY_NAMES},
+                **self._extra(images)}
+
+    def _extra(self, images: torch.Tensor) -> dict[str, float]:
+        """The extra metrics (metrics.extra), on CPU images."""
         if not self.config.extra:  # no copy of the images to the CPU
-            return scores
+            return {}
         images, real = images.cpu(), self.dataset.test[: self.config.num_real]
-        return {**scores, **{name: float(METRICS.get(name).compute(images, real)) for name in self.config.extra}}
+        return {name: float(METRICS.get(name).compute(images, real)) for name in self.config.extra}
 
     def cache_real_features(self) -> None:
         """Makes sure torch-fidelity's cache holds the real images' features and statistics, whole, and reads them into
@@ -665,7 +707,7 @@ class Scorer:
         process builds at a time: two workers finding them damaged build them once (10,000 Inception images cost ~25
         min on a CPU). A file damaged after this Scorer read it is not read again by it.
         """
-        if self._real_statistics is not None:
+        if not self.config.fid or self._real_statistics is not None:  # nothing to read, or read already
             return
         root = cache_dir() / "fidelity"
         record_path = root / f"{self.real_cache_name}.json"

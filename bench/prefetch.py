@@ -138,7 +138,8 @@ def prepare(study: Study, download: bool, log: Callable[[str], None] = print) ->
     for name in study.datasets:
         dataset = _load_dataset(study.base_dataset(name), image_size(study, name), study.dataset_options.get(name, {}),
                                 download, log)
-        _real_features(Scorer(study.metrics, dataset, device), log)
+        if study.metrics.fid:  # else no torch-fidelity metric, no extractor, no real features
+            _real_features(Scorer(study.metrics, dataset, device), log)
 
 
 def fetch(datasets: list[str], options: dict[str, Any], size: int | None, inception: bool, vgg: list[str],

@@ -41,6 +41,8 @@ class DamagedResults(BenchError):
 RESULT_COLUMNS = ("dataset", "loss", "trial", "seed", "step", "status")
 # The metrics of image-to-image trials, described beside the objective in the summary.
 TASK_METRICS = ("psnr", "ssim", "perceptual", "fid")
+# The paper's second experiment (metrics.prf): a polygons study's rows have them.
+POLYGON_METRICS = ("f1", "precision", "recall")
 
 
 def read_results(results_dir: Path) -> pd.DataFrame:
@@ -104,9 +106,10 @@ def runs(results: pd.DataFrame, keys: list[str], params: Sequence[str] = (), sor
 
 
 def metrics_of(results: pd.DataFrame, objective: str) -> list[str]:
-    """The metrics a report ranks and describes: the objective first, then the other image-to-image metrics present
-    (an unconditional study has FID alone)."""
-    return [objective, *(m for m in TASK_METRICS if m in results and m != objective)]
+    """The metrics a report ranks and describes: the objective first, then the others the rows have values of
+    (image-to-image: PSNR, SSIM, perceptual distance, FID; polygons: F1, precision, recall; otherwise FID alone)."""
+    return [objective, *(m for m in (*TASK_METRICS, *POLYGON_METRICS)
+                         if m in results and m != objective and results[m].notna().any())]
 
 
 def trial_scores(results: pd.DataFrame, objective: str = "fid") -> pd.DataFrame:
@@ -232,6 +235,39 @@ def plot_vs_budget(results: pd.DataFrame, path: Path, objective: str = "fid") ->
         ax.set_visible(False)
     fig.suptitle(f"{'Max' if metric.higher_is_better else 'Min'} {name} vs budget — FID features: {extractor}",
                  fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(path)
+    return fig
+
+
+def plot_precision_recall(results: pd.DataFrame, path: Path) -> Figure:
+    """The paper's precision–recall figure (section 5) from the search stage of a polygons study (metrics.prf): one
+    point per trial (its first seed), at the evaluation with its best F1, one colour per loss and one panel per
+    (dataset, protocol); trials without a finite F1 are counted in the legend. Writes `path` and returns the figure."""
+    search = with_protocol(results[results["stage"] == "search"] if "stage" in results else results)
+    search = search.assign(f1=pd.to_numeric(search["f1"]).where(np.isfinite(pd.to_numeric(search["f1"]))))
+    panels = list(dict.fromkeys(zip(search["dataset"], search["protocol"])))
+    fig = Figure(figsize=(6.5 * len(panels), 5))
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    for ax, (dataset, protocol) in zip(axes, panels):
+        panel = search[(search["dataset"] == dataset) & (search["protocol"] == protocol)]
+        first_seed = panel[panel["seed"] == panel.groupby("trial")["seed"].transform("min")]
+        for loss, group in first_seed.groupby("loss", sort=False):
+            scored = group.dropna(subset=["f1"])
+            best = scored.loc[scored.groupby("trial")["f1"].idxmax()] if len(scored) else scored
+            without = group["trial"].nunique() - len(best)
+            label = f"{loss} ({len(best)} trials{f', {without} without F1' if without else ''})"
+            ax.scatter(best["recall"], best["precision"], s=22, alpha=0.8, label=label)
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("recall: share of hold-out polygons the generator reaches")
+        ax.set_ylabel("precision: share of samples on the polygon manifold")
+        ax.set_title(f"{dataset}\n" + textwrap.fill(protocol, 70, break_on_hyphens=False), fontsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="one point per trial")
+    fig.suptitle("Precision and recall on convex polygons, each trial at its best F1", fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -393,7 +429,8 @@ def study_objective(results_dir: Path) -> str:
 
 def write_report(results_dir: Path, reference: Path | None = None) -> list[Path]:
     """From results.csv (and the objective in study.yaml beside it), in the results folder: summary.csv, summary.md,
-    <objective>_vs_budget.png and samples.png (the best trials' sample grids) of the search stage; with a confirm
+    <objective>_vs_budget.png, samples.png (the best trials' sample grids) and, for a polygons study (metrics.prf),
+    precision_recall.png of the search stage; with a confirm
     stage, paper_table.csv and paper_table.md (FID), or confirm.csv and confirm.md (another objective)."""
     results_dir = Path(results_dir)
     results = read_results(results_dir)
@@ -410,6 +447,9 @@ def write_report(results_dir: Path, reference: Path | None = None) -> list[Path]
         paths += [results_dir / name for name in ("summary.csv", "summary.md", figure)]
         if plot_sample_grids(results, results_dir, results_dir / "samples.png", objective) is not None:
             paths.append(results_dir / "samples.png")
+        if {"precision", "recall", "f1"} <= set(results.columns) and results["f1"].notna().any():
+            plot_precision_recall(results, results_dir / "precision_recall.png")
+            paths.append(results_dir / "precision_recall.png")
     if (results["stage"] == "confirm").any():
         if objective == "fid":
             reference = reference or reference_path(results_dir)

@@ -221,9 +221,15 @@ class Study(BaseModel):
             raise ValueError(f"objective: {self.objective} is computed only when metrics.extra lists it")
         for dataset in self.datasets if objective.trial_kinds is not None else []:
             kind = "translation" if dataset in self.tasks else "gan"
-            if kind not in objective.trial_kinds:
+            if kind not in objective.trial_kinds and objective.trial_kinds == ("translation",):
                 raise ValueError(f"objective: {self.objective} compares outputs with their true targets, which "
                                  f"only image-to-image tasks have; dataset {dataset} is not one (use fid)")
+            if kind not in objective.trial_kinds:
+                raise ValueError(f"objective: {self.objective} is a metric of unconditional generation; dataset "
+                                 f"{dataset} is an image-to-image task (use psnr, ssim or fid)")
+        switch = {"fid": "fid", "f1": "prf"}.get(self.objective)
+        if switch is not None and not getattr(self.metrics, switch):
+            raise ValueError(f"objective: {self.objective} is computed only with metrics.{switch}: true")
         if isinstance(self.executor, SlurmExecutor) and self.executor.cpus_per_task < self.threads:
             raise ValueError(f"executor.cpus_per_task: {self.executor.cpus_per_task} is fewer than the study's threads "
                              f"({self.threads}); give each task at least as many CPUs as a trial's threads")

@@ -172,8 +172,8 @@ _kept_scorer: dict[str, Scorer] = {}
 
 def _scorer(metrics: MetricsConfig, dataset: data.Dataset, device: torch.device) -> Scorer:
     scorer = Scorer(metrics, dataset, device)  # names the real images (a digest) and the extractor's weights
-    key = json.dumps([scorer.real_cache_name, metrics.model_dump(mode="json"), str(device), str(cache_dir())],
-                     default=str)
+    key = json.dumps([scorer.real_name, scorer.extractor_id, scorer.extractor_weights,
+                      metrics.model_dump(mode="json"), str(device), str(cache_dir())], default=str)
     if key not in _kept_scorer:
         _kept_scorer.clear()
         _kept_scorer[key] = scorer
@@ -280,7 +280,7 @@ class _Run:
         row = {"step": step, **self.kind.evaluate(self.scorer, self.out_dir / "samples.png")}
         self.eval_seconds += time.perf_counter() - tick
         self.rows.append({**row, "train_seconds": round(self.train_seconds, 3)})
-        self.bar.set_postfix({name: f"{row[name]:.3g}" for name in self.kind.shown})
+        self.bar.set_postfix({name: f"{row[name]:.3g}" for name in self.kind.shown if name in row})
         if collapsed(row["spread"], row["d_loss"]):
             if self.config.stop_on_collapse:
                 self.status = "collapsed"  # this evaluation and the earlier ones stand, as for a diverged run

@@ -106,7 +106,7 @@ def step_seconds(config, pack: int, steps: int, device) -> float:
 
     from bench import data
     from bench.kind import KINDS
-    from bench.trial import TRIAL_KINDS  # noqa: F401 (importing the driver registers every kind)
+    import bench.trial  # noqa: F401 (importing the driver registers every kind of trial)
 
     config = config.resolved()
     dataset = data.load(config.dataset, config.image_size)

@@ -108,9 +108,11 @@ def _row_spans(vertices: np.ndarray, rows: np.ndarray, columns: int) -> tuple[np
     column 0 … columns − 1 inside it, int16 (N, R) each; low > high where none is."""
     start = vertices[:, :, None, :]
     delta = (np.roll(vertices, -1, axis=1) - vertices)[:, :, None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):  # edges along the rows never cross one: excluded below
+    # Edges along the rows never cross one, nor do zero-length edges (a fitted polygon's, bench.polygon_metrics):
+    # their t is infinite or NaN, excluded below.
+    with np.errstate(divide="ignore", invalid="ignore"):
         t = (rows - start[..., 0]) / delta[..., 0]
-    crossing = start[..., 1] + t * delta[..., 1]  # (N, k, R)
+        crossing = start[..., 1] + t * delta[..., 1]  # (N, k, R)
     hits = (t >= 0) & (t <= 1)
     low = np.where(hits, crossing, np.inf).min(axis=1)
     high = np.where(hits, crossing, -np.inf).max(axis=1)
