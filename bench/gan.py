@@ -267,9 +267,10 @@ class GanTrial(TrialKind):
 
     def evaluate(self, scorer: Scorer, samples: Path) -> dict[str, Any]:
         self.G.eval()
-        images = scorer.sample_images(self.sample)
-        row = {**scorer.score_images(images), **(self.polygon_scores(images) if self.holdout is not None else {}),
-               "spread": self.spread(), "d_loss": self.d_value.item(), "g_loss": self.g_value.item()}
+        # The polygon scores read the very samples the scorer scores: the same fixed latents, G in eval mode.
+        polygons = self.polygon_scores(scorer.sample_images(self.sample)) if self.holdout is not None else {}
+        row = {**scorer.score(self.sample), **polygons, "spread": self.spread(), "d_loss": self.d_value.item(),
+               "g_loss": self.g_value.item()}
         save_samples(self.G, self.config, samples)
         self.G.train()
         return row

@@ -35,3 +35,25 @@ def scratch_registry(monkeypatch):
         return scratch
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory):
+    """A state_dict of torch-fidelity's own inception-v3-compat with random weights: its real architecture, offline.
+    Kaiming init, because the default init makes the pool features vanish (FID ≈ 0 whatever the inputs) and proves
+    nothing."""
+    import torch
+    from torch import nn
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        m.setattr(torch, "load", lambda *a, **k: {})
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="x")
+    torch.manual_seed(0)
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight)
+    weights = tmp_path_factory.mktemp("inception") / "inception.pth"
+    torch.save(net.state_dict(), weights)
+    return weights

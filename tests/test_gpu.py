@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from torch import nn
 
 from bench import metrics
 from bench.config import TrialConfig
@@ -102,24 +101,6 @@ def test_local_workers_are_pinned_one_per_gpu(tmp_path):
     table = pd.read_csv(tmp_path / "out" / "results.csv")
     # Each worker sees only its GPU, as cuda:0.
     assert set(table["device"]) == {"cuda:0"} and set(table["status"]) == {"completed"}
-
-
-@pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory):
-    """torch-fidelity's inception-v3-compat with random (Kaiming) weights: its real shape, offline."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        m.setattr(torch, "load", lambda *a, **k: {})
-        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="x")
-    torch.manual_seed(0)
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight)
-    weights = tmp_path_factory.mktemp("inception") / "inception.pth"
-    torch.save(net.state_dict(), weights)
-    return weights
 
 
 def test_the_infogan_trial_scored_with_inception_on_cuda(tmp_path, inception_weights):

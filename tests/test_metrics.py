@@ -144,23 +144,6 @@ def test_inception_weights_default_to_where_prefetch_puts_them(bench_cache):
     assert inception_weights_path(MetricsConfig(inception_weights="/x/w.pth")) == Path("/x/w.pth")
 
 
-@pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory):
-    """A state_dict of torch-fidelity's own architecture with random weights. Kaiming init, because the default
-    init makes the pool features vanish (FID ≈ 0 whatever the inputs) and proves nothing."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        m.setattr(torch, "load", lambda *a, **k: {})
-        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="x")
-    torch.manual_seed(0)
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight)
-    weights = tmp_path_factory.mktemp("inception") / "inception.pth"
-    torch.save(net.state_dict(), weights)
-    return weights
-
-
 def test_inception_fid_and_is_match_independent_computations(digits, inception_weights):
     small = data.Dataset("digits", digits.train[:12], digits.test[:12], digits.train_labels[:12],
                          digits.test_labels[:12], 10, digits.resize)

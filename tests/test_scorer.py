@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch_fidelity
 from torch import nn
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from bench import data, metrics
 from bench.io import cache_dir
@@ -23,23 +22,6 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def digits():
     return data.load("digits")
-
-
-@pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory):
-    """A state_dict of torch-fidelity's own architecture with random weights (Kaiming init, as tests/test_metrics.py
-    makes it: the default init makes the pool features vanish)."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        m.setattr(torch, "load", lambda *a, **k: {})
-        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="x")
-    torch.manual_seed(0)
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight)
-    weights = tmp_path_factory.mktemp("inception") / "inception.pth"
-    torch.save(net.state_dict(), weights)
-    return weights
 
 
 def calculate_metrics(scorer: Scorer, images: torch.Tensor) -> dict[str, float]:
