@@ -153,8 +153,9 @@ def test_each_metric_has_its_direction_and_display_name():
     shown = {name: (metric.display, metric.higher_is_better) for name, metric in metrics.METRICS.items()}
     assert shown == {"fid": ("FID", False), "kid": ("KID", False), "isc": ("IS", True),
                      "precision": ("precision", True), "recall": ("recall", True), "f_score": ("F-score", True),
-                     "psnr": ("PSNR (dB)", True), "ssim": ("SSIM", True), "perceptual": ("perceptual distance", False)}
-    assert [name for name, metric in metrics.METRICS.items() if metric.objective] == ["fid", "psnr", "ssim"]
+                     "f1": ("F1", True), "psnr": ("PSNR (dB)", True), "ssim": ("SSIM", True),
+                     "perceptual": ("perceptual distance", False)}
+    assert [name for name, metric in metrics.METRICS.items() if metric.objective] == ["fid", "f1", "psnr", "ssim"]
 
 
 @pytest.mark.parametrize("objective, direction", [("fid", optuna.study.StudyDirection.MINIMIZE),
