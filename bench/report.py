@@ -195,6 +195,13 @@ def best_of_k_bootstrap(values: np.ndarray, max_budget: int, resamples: int = 20
     return (sign * median, sign * high, sign * low) if higher_is_better else (median, low, high)
 
 
+def save_figure(fig: Figure, path: Path, dpi: int) -> None:
+    """Writes a figure's PNG atomically: a reader never sees half an image."""
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    tmp.replace(path)
+
+
 def plot_vs_budget(results: pd.DataFrame, path: Path, objective: str = "fid") -> Figure:
     """The paper's figure from the search stage, one panel per (dataset, protocol): per loss, the bootstrap median
     and 95 % band of the best objective (minimum FID, maximum PSNR or SSIM) over k samples, trials without a finite
@@ -236,9 +243,7 @@ def plot_vs_budget(results: pd.DataFrame, path: Path, objective: str = "fid") ->
     fig.suptitle(f"{'Max' if metric.higher_is_better else 'Min'} {name} vs budget — FID features: {extractor}",
                  fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)
     return fig
 
 
@@ -269,9 +274,7 @@ def plot_precision_recall(results: pd.DataFrame, path: Path) -> Figure:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="one point per trial")
     fig.suptitle("Precision and recall on convex polygons, each trial at its best F1", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)
     return fig
 
 
@@ -412,9 +415,7 @@ def plot_sample_grids(results: pd.DataFrame, results_dir: Path, path: Path, obje
             ax.imshow(mpimg.imread(grid), cmap="gray", interpolation="nearest")
             ax.set_title(f"{dataset} · {loss}\n{METRICS.get(objective).display} {value:.4g}", fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=150)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=150)
     return fig
 
 
