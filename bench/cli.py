@@ -194,7 +194,8 @@ def _report_trial(config: TrialConfig, out: Path, result: TrialResult) -> int:
 
 
 def cmd_losses(args: argparse.Namespace) -> int:
-    from bench import losses, metrics, tasks, terms
+    from bench import losses, tasks, terms
+    from bench.metric_registry import METRICS
 
     for name, spec in losses.LOSSES.items():
         defaults = ", ".join(f"{k} {v}" for k, v in spec.defaults.items())
@@ -211,10 +212,10 @@ def cmd_losses(args: argparse.Namespace) -> int:
         print(f"{name:18} {tasks.TASKS.description(name)}" + (f" (options: {options})" if options else ""))
     print("\nmetrics of the result rows (a study's objective: one marked *; metrics.extra: a custom one, "
           "package.module:function):")
-    for name, metric in metrics.METRICS.items():
+    for name, metric in METRICS.items():
         direction = "higher is better" if metric.higher_is_better else "lower is better"
         print(f"{name + ('*' if metric.objective else ''):18} {metric.display}, {direction}: "
-              f"{metrics.METRICS.description(name)}")
+              f"{METRICS.description(name)}")
     return 0
 
 
@@ -475,10 +476,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench import report
-    from bench.plan import Plan
     from bench.results_folder import STUDY_FILE
-    from bench.storage import open_storage
-    from bench.tallies import write_results
 
     results_dir = Path(args.results_dir)
     try:
@@ -486,6 +484,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     except report.DamagedResults as error:
         if not (results_dir / STUDY_FILE).is_file():
             raise BenchError(f"{error}; no {STUDY_FILE} beside it to rebuild it from") from None
+        # Imported here only: they load torch and optuna, which a report of an intact results.csv does without.
+        from bench.plan import Plan
+        from bench.storage import open_storage
+        from bench.tallies import write_results
+
         # results.csv is only a view of the study's storage, which keeps every finished trial: write it again.
         study = _saved_study(results_dir)
         write_results(Plan(study), open_storage(study, results_dir), results_dir)

@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 
 from bench import BenchError
-from bench.metrics import METRICS
+from bench.metric_registry import METRICS
 from bench.plan import Plan, PlannedPart
 from bench.results_folder import STUDY_FILE, read_study
 from bench.storage import check_ownership, open_storage

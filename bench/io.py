@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 import numpy as np
-import torch
 
 from bench import EnvironmentFault
 
@@ -103,6 +102,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save, atomically, the same bytes for the same object: saved through an open file, the archive inside is
     named "archive" rather than after the random temporary file (a weights file's hash names its FID protocol)."""
+
+    import torch  # here, not at the top: what only reads a results folder (the report) must not need or wait for torch
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bench.confirm import check_confirm_source, check_search_finished, confirm_trials
 from bench.journal import repair_journal
-from bench.metrics import METRICS
+from bench.metric_registry import METRICS
 from bench.plan import Plan, PlannedPart, suggest
 from bench.results_folder import claiming
 from bench.storage import journal_path, open_storage, take_ownership

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from bench import BenchError, data, feature_nets, losses, models, registry
 from bench.config import HYPERPARAMETERS, TRANSLATION_MODEL, TrialConfig
-from bench.metrics import METRICS, MetricsConfig
+from bench.metric_registry import METRICS
+from bench.metrics import MetricsConfig
 from bench.study_fields import (Budget, Composite, Confirm, Distribution, Executor, LocalExecutor, Param, Pruner, Sampler,
                                 SlurmExecutor, TaskDataset, Variant)
 

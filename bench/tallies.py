@@ -13,7 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bench import workers
 from bench.io import atomic_write_text
-from bench.metrics import best_of, protocol_id
+from bench.metric_registry import best_of
+from bench.metrics import protocol_id
 from bench.plan import Plan, PlannedPart
 from bench.results_folder import RESULTS_FILE, trial_dir
 from bench.storage import study_names
@@ -130,12 +131,18 @@ def unfinished(plan: Plan, storage: optuna.storages.BaseStorage, stage: str) -> 
 def results_table(plan: Plan, storage: optuna.storages.BaseStorage) -> pd.DataFrame:
     """One row per (trial, seed, evaluation step) of every finished sample of every stage (its latest finished
     trial: a sample queued again keeps its rows until the new trial ends); a diverged run without
-    any evaluation still gets one row, with no metrics, so that it is counted. `status` is the run's own: completed,
-    diverged, collapsed or pruned (a pruned trial's rows stay apart from those of runs trained to the end). `threads`
-    and `device` are those the run trained with, as it recorded them (empty for a run of a version that did not)."""
+    any evaluation still gets one row, with no metrics, so that it is counted, and so does a trial that failed (no
+    seed, no step: it has no runs). `status` is the run's own: completed, diverged, collapsed or pruned (a pruned
+    trial's rows stay apart from those of runs trained to the end), or failed. `threads` and `device` are those the
+    run trained with, as it recorded them (empty for a run of a version that did not). `searched` names the stage's
+    searched hyperparameters, space-separated: the report tells them from the values a study fixes."""
     rows = []
     for part, _, trials in stored_parts(plan, storage):
         for trial in latest_trials(trials, finished_only=True).values():
+            if trial.user_attrs.get("status") == "failed" and not trial.user_attrs.get("runs"):
+                rows.append({"stage": part.stage, "dataset": part.dataset, "loss": part.loss,
+                             "trial": trial.user_attrs["sample"], "status": "failed", "searched": " ".join(part.space),
+                             **{f"param_{k}": v for k, v in trial.params.items()}})
             for run in trial.user_attrs.get("runs", []):
                 protocol = run.get("protocol") or {"extractor": run["extractor"]}
                 base = {"stage": part.stage, "dataset": part.dataset, "loss": part.loss,
@@ -145,7 +152,7 @@ def results_table(plan: Plan, storage: optuna.storages.BaseStorage) -> pd.DataFr
                         "source_trial": trial.user_attrs.get("source_trial"),
                         # The run's files (samples.png, result.json, ...), relative to the results folder.
                         "folder": trial_dir(Path(), part, trial.user_attrs["sample"], run["seed"]).as_posix(),
-                        "threads": run.get("threads"), "device": run.get("device"),
+                        "threads": run.get("threads"), "device": run.get("device"), "searched": " ".join(part.space),
                         **{f"param_{k}": v for k, v in run["params"].items()}}
                 for row in run["rows"] or [{"step": run["steps_done"]}]:
                     rows.append({**base, **row})
@@ -154,6 +161,8 @@ def results_table(plan: Plan, storage: optuna.storages.BaseStorage) -> pd.DataFr
     for column in columns:
         if column not in table:
             table[column] = pd.Series(dtype=float)
+    # A failed trial's row has no seed and no step: nullable integers keep the others' written as they were (0, not 0.0).
+    table = table.astype({"seed": "Int64", "step": "Int64"})
     rest = [c for c in table.columns if c not in columns]
     order = {stage: i for i, stage in enumerate(STAGES)}
     return table[columns + rest].sort_values(["stage", "dataset", "loss", "trial", "seed", "step"], kind="stable",

@@ -23,7 +23,7 @@ import pytest
 import torch
 import yaml
 
-from bench import EnvironmentFault
+from bench import EnvironmentFault, report
 from bench.io import atomic_torch_save, environment_fault
 from bench.journal import JournalBackend, JournalFlock, journal_damage
 
@@ -215,7 +215,12 @@ def test_failed_trials_show_their_reason_and_retry_failed_runs_them_again(tmp_pa
     (tmp_path / "FAIL").unlink()
     plain = gan_bench("run", str(tmp_path / "study.yaml"), "--results", str(results), "--no-progress", cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr
-    assert len(pd.read_csv(results / "results.csv")) == 2  # a trial that failed for itself is not run again unasked
+    # A trial that failed for itself is not run again unasked; results.csv counts it: a row with no seed nor step.
+    table = pd.read_csv(results / "results.csv")
+    assert table["status"].value_counts().to_dict() == {"completed": 2, "failed": 2}
+    assert table.loc[table["status"] == "failed", ["seed", "step"]].isna().all().all()
+    outcomes = report.outcome_table(table).set_index("loss")
+    assert outcomes.loc["mylosses:flaky", "failed share"] == 1.0 and outcomes.loc["ns_gan", "completed share"] == 1.0
     retried = gan_bench("run", str(tmp_path / "study.yaml"), "--results", str(results), "--retry-failed",
                         "--no-progress", cwd=tmp_path)
     assert retried.returncode == 0, retried.stderr

@@ -16,7 +16,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from bench import BenchError, data, losses, metrics, models, penalties, report, tasks, terms
+from bench import BenchError, data, losses, metric_registry, models, penalties, report, tasks, terms
 from bench.cli import build_parser, main
 from bench.config import TrialConfig
 from bench.plan import Plan
@@ -57,7 +57,7 @@ def test_an_unknown_name_is_one_line_listing_the_valid_ones_in_order():
 
 REGISTRIES = {"loss": (losses, "LOSSES"), "loss term": (terms, "TERMS"), "penalty": (penalties, "PENALTIES"),
               "model": (models, "MODELS"), "dataset": (data, "DATASETS"), "task": (tasks, "TASKS"),
-              "metric": (metrics, "METRICS")}
+              "metric": (metric_registry, "METRICS")}
 
 
 @pytest.mark.parametrize("kind", REGISTRIES)
@@ -87,8 +87,8 @@ LOOKUPS = [
     ("dataset", lambda: data.DATASETS.add("extra_dataset", data.DATASETS.get("digits"), "x"),
      lambda: TrialConfig(dataset="nope")),
     ("task", lambda: tasks.register("extra_task", "x")(_task), lambda: TaskSpec(task="nope")),
-    ("metric", lambda: metrics.METRICS.add("extra_metric", metrics.METRICS.get("fid"), "x"),
-     lambda: metrics.METRICS.get("nope")),
+    ("metric", lambda: metric_registry.METRICS.add("extra_metric", metric_registry.METRICS.get("fid"), "x"),
+     lambda: metric_registry.METRICS.get("nope")),
 ]
 
 
@@ -123,8 +123,8 @@ def test_gan_bench_losses_lists_a_newly_added_loss_term_and_metric(scratch_regis
     scratch_registry(losses, "LOSSES").add("my_loss", dataclasses.replace(losses.LOSSES.get("hinge"), name="my_loss"),
                                            "a loss a test added")
     scratch_registry(terms, "TERMS").add("my_term", terms.TERMS.get("r1"), "a term a test added")
-    scratch_registry(metrics, "METRICS").add("my_metric", metrics.Metric("my_metric", "mine", higher_is_better=True,
-                                                                         objective=True), "a metric a test added")
+    mine = metric_registry.Metric("my_metric", "mine", higher_is_better=True, objective=True)
+    scratch_registry(metric_registry, "METRICS").add("my_metric", mine, "a metric a test added")
     assert main(["losses"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(re.match(r"my_loss +a loss a test added \(defaults: lr 0.0002", line) for line in lines)
@@ -150,12 +150,13 @@ def test_trial_help_lists_the_datasets_models_and_tasks_of_the_registries(scratc
 
 
 def test_each_metric_has_its_direction_and_display_name():
-    shown = {name: (metric.display, metric.higher_is_better) for name, metric in metrics.METRICS.items()}
+    shown = {name: (metric.display, metric.higher_is_better) for name, metric in metric_registry.METRICS.items()}
     assert shown == {"fid": ("FID", False), "kid": ("KID", False), "isc": ("IS", True),
                      "precision": ("precision", True), "recall": ("recall", True), "f_score": ("F-score", True),
                      "f1": ("F1", True), "psnr": ("PSNR (dB)", True), "ssim": ("SSIM", True),
                      "perceptual": ("perceptual distance", False)}
-    assert [name for name, metric in metrics.METRICS.items() if metric.objective] == ["fid", "f1", "psnr", "ssim"]
+    objectives = [name for name, metric in metric_registry.METRICS.items() if metric.objective]
+    assert objectives == ["fid", "f1", "psnr", "ssim"]
 
 
 @pytest.mark.parametrize("objective, direction", [("fid", optuna.study.StudyDirection.MINIMIZE),
@@ -173,18 +174,19 @@ def test_a_studys_objective_is_optimised_the_way_its_metric_improves(tmp_path, o
 
 
 def test_the_best_value_and_the_reports_best_follow_the_registry(scratch_registry, tmp_path):
-    assert metrics.best_of("ssim", [0.2, 0.9, math.nan]) == 0.9 and metrics.best_of("fid", [30.0, 10.0]) == 10.0
-    assert metrics.best_of("ssim", [math.nan]) == -math.inf and metrics.best_of("fid", []) == math.inf
+    best_of = metric_registry.best_of
+    assert best_of("ssim", [0.2, 0.9, math.nan]) == 0.9 and best_of("fid", [30.0, 10.0]) == 10.0
+    assert best_of("ssim", [math.nan]) == -math.inf and best_of("fid", []) == math.inf
     rows = pd.DataFrame([{"stage": "search", "dataset": "d", "loss": "l", "trial": t, "seed": 0, "step": 1,
                           "status": "completed", "fid": v} for t, v in enumerate([30.0, 10.0, 20.0])])
     assert report.summary(rows)["best_fid"].iloc[0] == 10.0
-    flipped = dataclasses.replace(metrics.METRICS.get("fid"), display="higher FID", higher_is_better=True)
-    scratch_registry(metrics, "METRICS", fid=flipped)
+    flipped = dataclasses.replace(metric_registry.METRICS.get("fid"), display="higher FID", higher_is_better=True)
+    scratch_registry(metric_registry, "METRICS", fid=flipped)
     scratch_registry(report, "METRICS", fid=flipped)
-    assert metrics.best_of("fid", [30.0, 10.0]) == 30.0
+    assert metric_registry.best_of("fid", [30.0, 10.0]) == 30.0
     assert report.summary(rows)["best_fid"].iloc[0] == 30.0
     figure = report.plot_vs_budget(rows, tmp_path / "plot.png")
-    assert figure.get_suptitle().startswith("Max higher FID vs budget")
+    assert figure.get_suptitle().startswith("max higher FID vs budget (higher is better)")
 
 
 # `gan-bench trial`: its flags from TrialConfig

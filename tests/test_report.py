@@ -98,19 +98,27 @@ def test_summary_counts_pruned_and_collapsed_trials_apart():
     assert (table.loc["wgan", "pruned"], table.loc["wgan", "collapsed_share"]) == (0, 0.0)
 
 
+def median_line(ax, loss):
+    """The line of a loss's bootstrap median: the one its legend entry labels."""
+    [line] = [line for line in ax.get_lines() if line.get_label().split(" (")[0] == loss]
+    return line
+
+
 def test_the_plot_leaves_pruned_trials_out(tmp_path):
     figure = plot_vs_budget(with_pruned_and_collapsed(synthetic_results()), tmp_path / "plot.png")
     [ax] = [ax for ax in figure.axes if ax.get_visible()]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ns_gan (1 pruned, left out)",
-                                                                   "wgan (1 of 3 without FID)"]
-    ns_gan = ax.get_lines()[0].get_ydata()  # trials 0, 1, 2 and the collapsed 4: best FIDs 30, 10, 20, 12
+    # The legend counts each loss's trials, those diverged, without FID and pruned.
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ns_gan (n=4; 0 diverged; 1 pruned, left out)",
+                                                                   "wgan (n=3; 1 diverged; 1 without FID)"]
+    ns_gan = median_line(ax, "ns_gan").get_ydata()  # trials 0, 1, 2 and the collapsed 4: best FIDs 30, 10, 20, 12
     assert np.array_equal(ns_gan, best_of_k_bootstrap(np.array([30.0, 10.0, 20.0, 12.0]), 4)[0])
 
 
 def test_report_files(tmp_path):
     synthetic_results().to_csv(tmp_path / "results.csv", index=False)
     paths = write_report(tmp_path)
-    assert [p.name for p in paths] == ["summary.csv", "summary.md", "fid_vs_budget.png"]
+    assert [p.name for p in paths] == ["summary.csv", "summary.md", "win_probability.csv", "fid_vs_budget.png",
+                                       "report.html"]
     assert (tmp_path / "fid_vs_budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| ns_gan" in (tmp_path / "summary.md").read_text()
 
@@ -119,8 +127,9 @@ def test_the_plot_counts_trials_without_fid_in_the_legend_and_the_curve(tmp_path
     figure = plot_vs_budget(synthetic_results(), tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     [ax] = [ax for ax in figure.axes if ax.get_visible()]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ns_gan", "wgan (1 of 3 without FID)"]
-    wgan = ax.get_lines()[1].get_ydata()  # the trials' best FIDs are 50, none and 40
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ns_gan (n=3; 0 diverged)",
+                                                                   "wgan (n=3; 1 diverged; 1 without FID)"]
+    wgan = median_line(ax, "wgan").get_ydata()  # the trials' best FIDs are 50, none and 40
     assert np.array_equal(wgan, best_of_k_bootstrap(np.array([50.0, np.inf, 40.0]), 3)[0])
 
 
@@ -211,7 +220,7 @@ def test_report_writes_the_paper_table_beside_the_papers_numbers(tmp_path):
     results_dir.mkdir(parents=True)
     confirm_results().to_csv(results_dir / "results.csv", index=False)
     paths = write_report(results_dir)  # finds the repository's results/reference/lucic2018_best_fid.csv
-    assert [p.name for p in paths][-2:] == ["paper_table.csv", "paper_table.md"]
+    assert {"paper_table.csv", "paper_table.md", "report.html"} <= {p.name for p in paths}
     markdown = (results_dir / "paper_table.md").read_text()
     assert "| model | mnist (ours) | mnist (paper) |" in markdown
     assert "| ns_gan | 7.0 ± 1.0 (n=3) | 6.8 ± 0.5 |" in markdown
@@ -281,13 +290,13 @@ def test_two_protocols_in_one_dataset_are_kept_apart_and_labelled(tmp_path):
 def test_the_plot_has_one_panel_per_dataset_and_protocol(tmp_path):
     results, paper, domain = two_protocols(synthetic_results(), "digits")
     cifar = synthetic_results().assign(dataset="cifar10", protocol=paper)
-    figure = plot_vs_budget(pd.concat([results, cifar], ignore_index=True), tmp_path / "plot.png")
+    figure = plot_vs_budget(pd.concat([results, cifar], ignore_index=True), tmp_path / "plot.png", title="my_study")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     titles = [ax.get_title().split("\n") for ax in figure.axes if ax.get_visible()]
     # The protocol is wrapped onto the lines below the dataset's name.
     panels = [(title[0], " ".join(title[1:])) for title in titles]
     assert sorted(panels) == sorted([("digits", paper), ("digits", domain), ("cifar10", paper)])
-    assert "features: " in figure.get_suptitle()
+    assert figure.get_suptitle().startswith("my_study: min FID vs budget (lower is better)")
 
 
 def test_a_trial_with_a_seed_without_fid_has_no_fid():
