@@ -581,8 +581,12 @@ def winners(table: pd.DataFrame, wins: pd.DataFrame, objective: str, budget: int
             at = pair[pair["k"] == k]
             if len(at):
                 row = at.iloc[0]
-                line += (f"; P({first['loss']}'s best of {k} trial{'s' if k > 1 else ''} beats {second['loss']}'s) = {row['p']:.2f} "
-                         f"(95 % interval {row['low']:.2f}–{row['high']:.2f})")
+                line += (f"; P({first['loss']}'s best of {k} trial{'s' if k > 1 else ''} beats {second['loss']}'s) = "
+                         f"{row['p']:.2f} (95 % interval {row['low']:.2f}–{row['high']:.2f})")
+            full = pair[pair["k"] == budget]
+            if k < budget and len(full):
+                line += (f"; at the study's budget, k = {budget}: {full.iloc[0]['p']:.2f} (no interval: these trials "
+                         f"support one up to k = {k})")
         lines.append(line + ".")
     return lines
 
@@ -672,16 +676,18 @@ def plot_sensitivity(results: pd.DataFrame, trials: pd.DataFrame, dataset: str, 
     axes = axes.ravel()
     colours = {loss: f"C{i % 10}" for i, loss in enumerate(losses)}
     for ax, name in zip(axes, names):
-        for loss in (loss for loss in losses if name in params[loss]):
-            group = panel[panel["loss"] == loss]
-            x, labels = _category_positions(group[f"param_{name}"])
-            y = group[f"best_{objective}"].astype(float)
-            scored, collapsed = np.isfinite(y), group["collapsed"]
-            ax.scatter(x[scored & ~collapsed], y[scored & ~collapsed], s=10, color=colours[loss])
-            ax.scatter(x[scored & collapsed], y[scored & collapsed], s=16, facecolors="none", edgecolors=colours[loss])
-            ax.scatter(x[~scored], np.full(int((~scored).sum()), worst), marker="x", s=16, color=colours[loss])
-            if labels is not None:
-                ax.set_xticks(range(len(labels)), labels)
+        # One scatter per kind of mark, coloured per trial's loss: a few artists a panel, however many trials.
+        group = panel[panel["loss"].map(lambda loss: name in params[loss])]
+        x, labels = _category_positions(group[f"param_{name}"])
+        y = group[f"best_{objective}"].astype(float)
+        colour = group["loss"].map(colours)
+        scored, collapsed = np.isfinite(y), group["collapsed"]
+        ax.scatter(x[scored & ~collapsed], y[scored & ~collapsed], s=10, c=colour[scored & ~collapsed])
+        ax.scatter(x[scored & collapsed], y[scored & collapsed], s=16, facecolors="none",
+                   edgecolors=colour[scored & collapsed])
+        ax.scatter(x[~scored], np.full(int((~scored).sum()), worst), marker="x", s=16, c=colour[~scored])
+        if labels is not None:
+            ax.set_xticks(range(len(labels)), labels)
         values = pd.to_numeric(panel.get(f"param_{name}"), errors="coerce").dropna()
         if len(values) and values.min() > 0 and values.max() / values.min() > 20:
             ax.set_xscale("log")
@@ -825,8 +831,9 @@ def report_page(results: pd.DataFrame, results_dir: Path, objective: str, fields
         "P(A beats B) at budget k is the probability that the best score among k of loss A's trials, drawn at "
         "random, is better than the best among k of loss B's (ties count ½): 0.5 means no difference, 1 that A "
         "always wins. Computed exactly from the per-trial scores (Agarwal et al.'s probability of improvement at "
-        "k = 1); the 95 % interval is a bootstrap over each loss's trials, given only where k ≤ a quarter of the "
-        "trials (beyond, the best of k is an extreme of the sample and its bootstrap does not hold its coverage)."))
+        "k = 1); the 95 % interval is a bootstrap over each loss's trials, given only where k ≤ √n for n trials a "
+        "loss (beyond, the best of k is an extreme of the sample and, simulated, its bootstrap interval no longer "
+        "holds the true value 95 % of the time)."))
     for line in winners(table, wins, objective, budget):
         sections.append(h.paragraph(h.text(line.replace("**", "")), "winner"))
     for (dataset, protocol), panel in wins.groupby(["dataset", "protocol"], sort=False):

@@ -50,7 +50,7 @@ def png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def figure_png(fig: Figure, dpi: int = 90) -> bytes:
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """A figure as PNG bytes."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)

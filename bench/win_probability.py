@@ -20,14 +20,13 @@ Pure numpy on arrays of scores: nothing here knows of results files or losses' n
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # A percentile bootstrap's resamples: the 2.5 % and 97.5 % quantiles of 1,000 resamples move by about a tenth of the
 # bootstrap's standard deviation between seeds (about 0.005 at 100 trials per loss), small next to the interval.
 RESAMPLES = 1000
-# Coverage of the 95 % interval, simulated (tests/test_win_probability.py) over pairs of continuous distributions:
-# within 5 points of 95 % while k ≤ n / RELIABLE_FRACTION, n the smaller number of trials, falling beyond.
-RELIABLE_FRACTION = 4
 
 
 def costs(scores: np.ndarray, higher_is_better: bool = False) -> np.ndarray:
@@ -48,8 +47,12 @@ def budgets(ks: int | np.ndarray) -> np.ndarray:
 
 def reliable_budget(n_a: int, n_b: int) -> int:
     """The largest budget k whose bootstrap interval keeps its coverage for losses with n_a and n_b trials (at
-    least 1)."""
-    return max(1, min(n_a, n_b) // RELIABLE_FRACTION)
+    least 1): ⌊√n⌋, n the smaller count.
+
+    Simulated (tests/test_win_probability.py; pairs of normal and of lognormal score distributions, n = 20 to 400
+    trials a loss), the 95 % interval covered the true value 91.5–96 % of the time at k ≤ √n. No fixed share of n
+    does: the coverage at k = n/4 fell from 90–94 % at n ≤ 100 to 87 % at n = 200 and 400, and at k = n to 60–91 %."""
+    return max(1, math.isqrt(min(n_a, n_b)))
 
 
 def _survivals(counts: np.ndarray) -> np.ndarray:
@@ -64,9 +67,10 @@ def _from_survivals(survival_a: np.ndarray, survival_b: np.ndarray, ks: np.ndarr
     With A_j = S_A(v_j)^k (A's best of k worse than level j) and A_0 = 1, P(best_A = v_j) = A_{j−1} − A_j, and the
     sum Σ_j P(best_A = v_j)·(B_j + ½ P(best_B = v_j)) is ½ Σ_j (A_{j−1} − A_j)(B_{j−1} + B_j): fewer passes over
     the (resamples, levels) arrays, which is where the bootstrap spends its time."""
-    out = np.empty(survival_a.shape[:-1] + (len(ks),))
+    out = np.empty(survival_a.shape[:-1] + (len(ks),), dtype=survival_a.dtype)
     shape = survival_a.shape[:-1] + (survival_a.shape[-1] + 1,)
-    worse_a, worse_b = np.ones(shape), np.ones(shape)  # column 0: nothing is worse than "below every level"
+    # Column 0: nothing is worse than "below every level".
+    worse_a, worse_b = np.ones(shape, survival_a.dtype), np.ones(shape, survival_b.dtype)
     power = 0
     for i, k in enumerate(ks):  # one k at a time: (resamples, levels) arrays, never (resamples, budgets, levels)
         for _ in range(int(k) - power):  # S^k from the last k's by products (pow costs far more per element)
@@ -113,7 +117,8 @@ def win_probability_interval(a: np.ndarray, b: np.ndarray, ks: int | np.ndarray,
     rng = np.random.default_rng(seed)
     draws_a = rng.multinomial(len(a), count_a / len(a), size=resamples)
     draws_b = rng.multinomial(len(b), count_b / len(b), size=resamples)
-    resampled = _from_survivals(_survivals(draws_a), _survivals(draws_b), ks)  # (resamples, K)
+    # In float32: half the memory traffic, twice as fast, and ~1e-7 from float64, far below the interval's resolution.
+    resampled = _from_survivals(_survivals(draws_a).astype(np.float32), _survivals(draws_b).astype(np.float32), ks)
     tail = (1.0 - level) / 2
-    low, high = np.quantile(resampled, [tail, 1.0 - tail], axis=0)
+    low, high = np.quantile(resampled.astype(float), [tail, 1.0 - tail], axis=0)
     return p, low, high

@@ -67,9 +67,10 @@ def test_who_beats_whom_is_the_exact_best_of_k_probability_both_ways():
         pair = wins[(wins["loss_a"] == a) & (wins["loss_b"] == b)].set_index("k")
         for k in (1, 2, 3):
             assert pair.loc[k, "p"] == pytest.approx(brute_force(SCORES[a], SCORES[b], k), abs=1e-12)
-        # 4 trials a loss: an interval at k = 1 only (reliable_budget), containing p; none beyond.
-        assert pair.loc[1, "low"] <= pair.loc[1, "p"] <= pair.loc[1, "high"]
-        assert pair.loc[[2, 3], ["low", "high"]].isna().all().all()
+        # 4 trials a loss: an interval up to k = √4 = 2 (reliable_budget), containing p; none beyond.
+        assert (pair.loc[[1, 2], "low"] <= pair.loc[[1, 2], "p"]).all()
+        assert (pair.loc[[1, 2], "p"] <= pair.loc[[1, 2], "high"]).all()
+        assert pair.loc[[3], ["low", "high"]].isna().all().all()
     forth = wins.set_index(["loss_a", "loss_b", "k"])
     for (a, b, k), row in forth.iterrows():
         back = forth.loc[(b, a, k)]
@@ -95,10 +96,13 @@ def test_summary_md_stands_on_its_own(tmp_path):
     # The extractor and the sample counts behind the scores.
     assert "features of domain-digits-1x16x16-abc (weights 0123456789ab): 1000 generated samples against 360 real " \
            "test images" in text
-    # The winner, its margin over the runner-up and the probability it beats it (exact: 4 trials, k = 1).
-    p = brute_force(SCORES["lsgan"], SCORES["ns_gan"], 1)
+    # The winner, its margin over the runner-up and the probability it beats it (exact: 4 trials, k = √4 = 2).
+    p = brute_force(SCORES["lsgan"], SCORES["ns_gan"], 2)
     assert (f"**digits**: lsgan wins with FID 8, 2 (20.0%) better than the runner-up ns_gan (10); P(lsgan's best of "
-            f"1 trial beats ns_gan's) = {p:.2f} (95 % interval") in text
+            f"2 trials beats ns_gan's) = {p:.2f} (95 % interval") in text
+    # And at the study's budget, where 4 trials a loss support no interval.
+    assert (f"; at the study's budget, k = 4: {brute_force(SCORES['lsgan'], SCORES['ns_gan'], 4):.2f} (no interval: "
+            "these trials support one up to k = 2).") in text
     # Only the searched hyperparameters: lr, not the fixed beta2 nor beta1 that the study did not search.
     table = pd.read_csv(tmp_path / "summary.csv").set_index("loss")
     assert table.loc["lsgan", "best_params"] == "lr=0.0002"
@@ -157,10 +161,10 @@ def test_the_matrix_and_the_curves_draw_the_win_table():
     fig, axes = figure_of(report.plot_win_curves, wins)
     assert [ax.get_title() for ax in axes] == [f"P({loss} beats B)" for loss in losses]
     pair = wins[(wins["loss_a"] == "lsgan") & (wins["loss_b"] == "ns_gan")]
-    # Solid with its band where an interval holds (k = 1 with 4 trials a loss), dotted over every k.
+    # Solid with its band where an interval holds (k ≤ 2 with 4 trials a loss), dotted from there on.
     [solid, dotted] = [line for line in axes[0].get_lines() if line.get_label() in ("ns_gan", "_ns_gan beyond")]
-    assert np.array_equal(solid.get_ydata(), pair["p"].to_numpy()[:1])
-    assert np.array_equal(dotted.get_ydata(), pair["p"].to_numpy()) and dotted.get_linestyle() == ":"
+    assert np.array_equal(solid.get_ydata(), pair["p"].to_numpy()[:2])
+    assert np.array_equal(dotted.get_ydata(), pair["p"].to_numpy()[1:]) and dotted.get_linestyle() == ":"
 
 
 def test_the_metrics_vs_step_are_the_median_and_quartiles_over_trials():

@@ -14,7 +14,7 @@ import scipy.stats
 from rliable.metrics import probability_of_improvement
 from scipy import integrate
 
-from bench.win_probability import (RELIABLE_FRACTION, reliable_budget, win_probability,
+from bench.win_probability import (reliable_budget, win_probability,
                                    win_probability_interval)
 
 KS = np.arange(1, 41)
@@ -293,7 +293,8 @@ def coverage(pair, n, ks, replications, seed):
                                                   ("lognormal-higher-better", 40, 400), ("normal", 200, 300)])
 def test_interval_covers_the_true_value_at_its_stated_rate(name, n, replications):
     """The 95 % interval holds the exact value in 95 % ± 5 % of simulated studies, at k = 1 and at the largest budget
-    `reliable_budget` vouches for."""
+    `reliable_budget` vouches for. n = 200 too: at a fixed k / n the coverage falls as n grows (the bootstrap of a
+    best of k degrades with k itself), so a budget rule that holds at 40 trials need not at 200."""
     ks = np.unique([1, reliable_budget(n, n)])
     rates = coverage(PAIRS[name], n, ks, replications, seed=12)
     print(f"coverage of the 95 % interval, {name}, n = {n}: " + ", ".join(f"k = {k}: {r:.3f}" for k, r in
@@ -324,7 +325,6 @@ def test_bad_budgets_are_refused(ks):
         win_probability_interval(a, b, ks)
 
 
-def test_reliable_budget_is_the_smaller_count_over_the_fraction_and_at_least_one():
-    f = RELIABLE_FRACTION
-    assert [reliable_budget(n_a, n_b) for n_a, n_b in [(40, 40), (100, 41), (41, 100), (f, 9), (f - 1, 200), (0, 9)]] \
-        == [40 // f, 41 // f, 41 // f, 1, 1, 1]
+def test_reliable_budget_is_the_square_root_of_the_smaller_count_and_at_least_one():
+    assert [reliable_budget(n_a, n_b) for n_a, n_b in [(40, 40), (100, 41), (41, 100), (3, 9), (200, 400), (0, 9)]] \
+        == [6, 6, 6, 1, 14, 1]
