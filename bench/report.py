@@ -20,7 +20,8 @@ from typing import Sequence
 from matplotlib import image as mpimg
 from matplotlib.figure import Figure  # a bare Figure: no pyplot state or backend, nothing to close
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.axes import Axes
+from matplotlib.ticker import LogFormatter, LogLocator, MaxNLocator, NullFormatter
 import numpy as np
 import pandas as pd
 import yaml
@@ -136,19 +137,18 @@ def trial_scores(results: pd.DataFrame, objective: str = "fid") -> pd.DataFrame:
     return trials.reset_index()
 
 
-def searched(results: pd.DataFrame, dataset: str, loss: str) -> list[str]:
-    """The hyperparameters the search stage of (dataset, loss) searched, from results.csv's `searched` column; for a
-    results.csv written before it existed, those whose values differ between the loss's trials (a searched one that
+def searched(results: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
+    """Per (dataset, loss), the hyperparameters its search stage searched, from results.csv's `searched` column; for
+    a results.csv written before it existed, those whose values differ between the loss's trials (a searched one that
     drew the same value every time is then taken for fixed)."""
-    rows = results[(results["dataset"] == dataset) & (results["loss"] == loss)]
-    if "stage" in rows:
-        rows = rows[rows["stage"] == "search"]
-    if "searched" in rows:
-        named = rows["searched"].dropna()
-        return [n for n in str(named.iloc[0]).split() if f"param_{n}" in rows] if len(named) else []
+    rows = results[results["stage"] == "search"] if "stage" in results else results
     params = [c for c in rows.columns if c.startswith("param_")]
-    first = rows.groupby("trial")[params].first()
-    return [c.removeprefix("param_") for c in params if first[c].nunique(dropna=False) > 1]
+    if "searched" in rows:
+        named = rows.dropna(subset=["searched"]).groupby(["dataset", "loss"], sort=False)["searched"].first()
+        return {key: [n for n in str(names).split() if f"param_{n}" in params] for key, names in named.items()}
+    varying = rows.groupby(["dataset", "loss", "trial"], sort=False)[params].first().groupby(
+        level=["dataset", "loss"], sort=False).nunique(dropna=False)
+    return {key: [c.removeprefix("param_") for c in params if counts[c] > 1] for key, counts in varying.iterrows()}
 
 
 def _finite(values: pd.Series) -> pd.Series:
@@ -166,6 +166,7 @@ def summary(results: pd.DataFrame, objective: str = "fid") -> pd.DataFrame:
     training, so it would compare unequal compute (and a pruner stops the trials that look worse, so the statistics
     describe the trials it kept)."""
     trials = trial_scores(results, objective)
+    names = searched(results)
     rows = []
     for (dataset, loss, protocol), group in trials.groupby(["dataset", "loss", "protocol"], sort=False):
         done = group[~group["pruned"]]
@@ -189,7 +190,7 @@ def summary(results: pd.DataFrame, objective: str = "fid") -> pd.DataFrame:
             "best_trial": int(best["trial"]) if best is not None else None,
             "best_params": ", ".join(f"{name}={best[f'param_{name}']:.4g}" if isinstance(best[f"param_{name}"], float)
                                      else f"{name}={best[f'param_{name}']}"
-                                     for name in searched(results, dataset, loss) if pd.notna(best[f"param_{name}"]))
+                                     for name in names.get((dataset, loss), []) if pd.notna(best[f"param_{name}"]))
             if best is not None else "",
             # Last: a long string that would push the numbers out of view in summary.md.
             "protocol": protocol,
@@ -219,16 +220,28 @@ def best_of_k_bootstrap(values: np.ndarray, max_budget: int, resamples: int = 20
 
 
 def figure_grid(rows: int, columns: int, panel: tuple[float, float] = (3.4, 2.5), left: float = 0.8, right: float = 0.3,
-           top: float = 0.6, bottom: float = 0.6, gap: tuple[float, float] = (0.7, 0.8)) -> tuple[Figure, np.ndarray]:
+           top: float = 0.6, bottom: float = 0.6, gap: tuple[float, float] = (0.7, 0.8),
+           share: bool = False) -> tuple[Figure, np.ndarray]:
     """A figure of rows × columns axes, `panel` inches each, margins and gaps in inches: laid out by arithmetic rather
-    than tight_layout, which measures every label and takes seconds on a large study's figures."""
+    than tight_layout, which measures every label and takes seconds on a large study's figures. With `share`, the
+    panels share both axes and only the outer ones are labelled."""
     width = left + right + columns * panel[0] + (columns - 1) * gap[0]
     height = top + bottom + rows * panel[1] + (rows - 1) * gap[1]
     fig = Figure(figsize=(width, height))
-    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw={
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=share, sharey=share, gridspec_kw={
         "left": left / width, "right": 1 - right / width, "bottom": bottom / height, "top": 1 - top / height,
         "wspace": gap[0] / panel[0], "hspace": gap[1] / panel[1]})
     return fig, axes
+
+
+def log_scale(ax: Axes, which: str = "y") -> None:
+    """A log scale on the axes' `which` axis, labelled in plain numbers: the default labels (10^x) go through
+    mathtext, which costs seconds over the many panels of a large study's page."""
+    getattr(ax, f"set_{which}scale")("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(LogFormatter())
+    axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # the default's 8 minor ticks a decade cost more to draw
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
 
 
 def save_figure(fig: Figure, path: Path, dpi: int) -> None:
@@ -273,7 +286,7 @@ def plot_vs_budget(results: pd.DataFrame, path: Path | None, objective: str = "f
                 ax.plot(k, edge, color=line.get_color(), linewidth=0.8, linestyle=":")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if objective == "fid" and (_finite(panel[f"best_{objective}"].astype(float)) > 0).any():
-            ax.set_yscale("log")  # one bad first sample (FID ~1000) must not flatten the curves that matter
+            log_scale(ax)  # one bad first sample (FID ~1000) must not flatten the curves that matter
         ax.set_title(f"{dataset}\n" + textwrap.fill(protocol, 70, break_on_hyphens=False), fontsize=8)
         ax.set_xlabel("budget k: hyperparameter samples")
         ax.set_ylabel(f"{'max' if metric.higher_is_better else 'min'} {name} of k samples")
@@ -635,7 +648,7 @@ def plot_vs_step(results: pd.DataFrame, dataset: str, protocol: str, metrics: Se
             ax.fill_between(quartiles.index, quartiles[0.25], quartiles[0.75], color=line.get_color(), alpha=0.15,
                             linewidth=0)
         if metric in ("fid", "kid") and (values["value"] > 0).all():
-            ax.set_yscale("log")
+            log_scale(ax)
         better = "higher" if METRICS.get(metric).higher_is_better else "lower"
         ax.set_title(f"{METRICS.get(metric).display} ({better} is better)", fontsize=8)
         ax.set_xlabel("training step")
@@ -664,7 +677,8 @@ def plot_sensitivity(results: pd.DataFrame, trials: pd.DataFrame, dataset: str, 
     metric = METRICS.get(objective)
     panel = trials[(trials["dataset"] == dataset) & (trials["protocol"] == protocol) & ~trials["pruned"]]
     losses = list(dict.fromkeys(panel["loss"]))
-    params = {loss: searched(results, dataset, loss) for loss in losses}
+    names_of = searched(results)
+    params = {loss: names_of.get((dataset, loss), []) for loss in losses}
     names = list(dict.fromkeys(p for loss in losses for p in params[loss]))
     if not names:
         return None
@@ -690,10 +704,10 @@ def plot_sensitivity(results: pd.DataFrame, trials: pd.DataFrame, dataset: str, 
             ax.set_xticks(range(len(labels)), labels)
         values = pd.to_numeric(panel.get(f"param_{name}"), errors="coerce").dropna()
         if len(values) and values.min() > 0 and values.max() / values.min() > 20:
-            ax.set_xscale("log")
+            log_scale(ax, "x")
             ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks of a narrow log range overlap
         if log:
-            ax.set_yscale("log")
+            log_scale(ax)
         ax.tick_params(labelsize=6)
         ax.set_title(name, fontsize=8)
         ax.grid(alpha=0.3)
@@ -738,7 +752,8 @@ def plot_win_curves(wins: pd.DataFrame) -> Figure:
     trials support one (`reliable_budget`), the line dotted beyond it."""
     losses = list(dict.fromkeys(wins["loss_a"]))
     columns = min(len(losses), 4)
-    fig, axes = figure_grid(math.ceil(len(losses) / columns), columns, panel=(2.8, 2.0), right=1.8, top=0.4)
+    fig, axes = figure_grid(math.ceil(len(losses) / columns), columns, panel=(2.8, 2.0), right=1.8, top=0.4,
+                            gap=(0.25, 0.5), share=True)
     axes = axes.ravel()
     colours = {loss: f"C{i % 10}" for i, loss in enumerate(losses)}
     for ax, loss_a in zip(axes, losses):
@@ -753,7 +768,7 @@ def plot_win_curves(wins: pd.DataFrame) -> Figure:
         ax.set_ylim(-0.02, 1.02)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"P({loss_a} beats B)", fontsize=8)
-        ax.set_xlabel("budget k", fontsize=7)
+        ax.set_xlabel("budget k" if ax.get_subplotspec().is_last_row() else "", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.grid(alpha=0.3)
     for ax in axes[len(losses):]:

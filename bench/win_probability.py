@@ -12,8 +12,8 @@ Mann–Whitney U divided by n_A·n_B (`rliable.metrics.probability_of_improvemen
 (diverged, FID +∞) is worse than any finite one, and ties with another such trial.
 
 The interval is a percentile bootstrap over trials, each loss's trials resampled on their own (rliable's
-`get_interval_estimates` on a pair of arrays). A resample of n trials is a multinomial draw of n over the observed
-scores, so every resample's probability is exact too, for every k at once. For k near the number of trials the best
+`get_interval_estimates` on a pair of arrays). A resample is counted per pooled score, so every resample's
+probability is exact too, for every k at once. For k near the number of trials the best
 of k is an extreme of the sample and its bootstrap loses coverage: `reliable_budget` says how far k may go.
 
 Pure numpy on arrays of scores: nothing here knows of results files or losses' names."""
@@ -90,6 +90,15 @@ def _pooled_counts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return count_a, count_b
 
 
+def _resampled_counts(level_of: np.ndarray, levels: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, levels): the trials at each level in each of `resamples` draws of len(level_of) trials with
+    replacement (trial i is at level level_of[i]). One bincount over all resamples: numpy's multinomial, the same
+    distribution, draws row by row and took most of the bootstrap's time."""
+    picked = level_of[rng.integers(0, len(level_of), size=(resamples, len(level_of)))]
+    offsets = np.arange(resamples)[:, None] * levels
+    return np.bincount((picked + offsets).ravel(), minlength=resamples * levels).reshape(resamples, levels)
+
+
 def win_probability(a: np.ndarray, b: np.ndarray, ks: int | np.ndarray,
                     higher_is_better: bool = False) -> np.ndarray:
     """P(the best of k trials drawn from `a` beats the best of k drawn from `b`), ties ½, for each k in `ks`, from
@@ -113,10 +122,10 @@ def win_probability_interval(a: np.ndarray, b: np.ndarray, ks: int | np.ndarray,
     a, b = costs(a, higher_is_better), costs(b, higher_is_better)
     if not len(a) or not len(b):
         return p, p.copy(), p.copy()
-    count_a, count_b = _pooled_counts(a, b)
+    levels = np.unique(np.concatenate([a, b]))
     rng = np.random.default_rng(seed)
-    draws_a = rng.multinomial(len(a), count_a / len(a), size=resamples)
-    draws_b = rng.multinomial(len(b), count_b / len(b), size=resamples)
+    draws_a = _resampled_counts(np.searchsorted(levels, a), len(levels), resamples, rng)
+    draws_b = _resampled_counts(np.searchsorted(levels, b), len(levels), resamples, rng)
     # In float32: half the memory traffic, twice as fast, and ~1e-7 from float64, far below the interval's resolution.
     resampled = _from_survivals(_survivals(draws_a).astype(np.float32), _survivals(draws_b).astype(np.float32), ks)
     tail = (1.0 - level) / 2

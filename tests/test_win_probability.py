@@ -261,7 +261,7 @@ def test_true_value_of_the_coverage_simulation_is_right():
 
 
 def test_interval_matches_an_independent_bootstrap_over_trials():
-    """The multinomial-count bootstrap against resampling trial indices (with replacement) and the independent
+    """The counted bootstrap against resampling trial indices (with replacement) and the independent
     formula: the same percentile interval up to the resampling noise of the quantiles."""
     rng = np.random.default_rng(10)
     a, b = scores_with_ties_and_divergence(rng, 30), scores_with_ties_and_divergence(rng, 24)
