@@ -195,7 +195,7 @@ def summary(results: pd.DataFrame, objective: str = "fid") -> pd.DataFrame:
             # Last: a long string that would push the numbers out of view in summary.md.
             "protocol": protocol,
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["dataset", "loss", "protocol"])
 
 
 def best_of_k_bootstrap(values: np.ndarray, max_budget: int, resamples: int = 2000, seed: int = 0,

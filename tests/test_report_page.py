@@ -233,3 +233,10 @@ def test_a_report_with_a_loss_whose_every_trial_diverged(tmp_path):
     assert "- **digits**: ns_gan wins with FID 10." in (tmp_path / "summary.md").read_text()
     page = ET.fromstring((tmp_path / "report.html").read_text().split("\n", 1)[1])
     assert "broken" in " ".join(page.itertext())
+
+
+def test_a_report_of_a_confirm_stage_alone_still_has_its_page(tmp_path):
+    write_study(tmp_path, study_rows(SCORES).assign(stage="confirm"), samples=4)
+    assert [p.name for p in report.write_report(tmp_path)] == ["paper_table.csv", "paper_table.md", "report.html"]
+    page = ET.fromstring((tmp_path / "report.html").read_text().split("\n", 1)[1])
+    assert "Confirm stage: the best configurations over seeds" in " ".join(page.itertext())
