@@ -130,4 +130,4 @@ def win_probability_interval(a: np.ndarray, b: np.ndarray, ks: int | np.ndarray,
     resampled = _from_survivals(_survivals(draws_a).astype(np.float32), _survivals(draws_b).astype(np.float32), ks)
     tail = (1.0 - level) / 2
     low, high = np.quantile(resampled.astype(float), [tail, 1.0 - tail], axis=0)
-    return p, low, high
+    return p, low.round(6), high.round(6)  # float32's digits beyond these are noise
