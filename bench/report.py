@@ -443,6 +443,16 @@ def confirm_markdown(table: pd.DataFrame) -> str:
             + "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n")
 
 
+def samples_of(results: pd.DataFrame, results_dir: Path, dataset: str, loss: str, trial: int) -> Path | None:
+    """The samples.png of a search trial's first run, None when results.csv names no folder or the file is gone."""
+    if "folder" not in results:
+        return None
+    folders = results.loc[(results["dataset"] == dataset) & (results["loss"] == loss)
+                          & (results["stage"] == "search") & (results["trial"] == trial), "folder"].dropna()
+    grid = Path(results_dir) / str(folders.iloc[0]) / "samples.png" if len(folders) else None
+    return grid if grid is not None and grid.is_file() else None
+
+
 def plot_sample_grids(results: pd.DataFrame, results_dir: Path, path: Path, objective: str = "fid") -> Figure | None:
     """The samples.png of each (dataset, loss)'s best search trial (first seed), one panel each, a row per dataset:
     for image-to-image tasks, rows of sources, outputs and targets. None (nothing written) when no run folder has
@@ -451,13 +461,11 @@ def plot_sample_grids(results: pd.DataFrame, results_dir: Path, path: Path, obje
     panels = []
     for (dataset, loss), group in trials[~trials["pruned"]].groupby(["dataset", "loss"], sort=False):
         values = _finite(group[f"best_{objective}"])
-        if not len(values) or "folder" not in results:
+        if not len(values):
             continue
         best = group.loc[_best_index(values, objective)]
-        runs_of_best = results[(results["dataset"] == dataset) & (results["loss"] == loss)
-                               & (results["stage"] == "search") & (results["trial"] == best["trial"])]
-        grid = Path(results_dir) / str(runs_of_best["folder"].iloc[0]) / "samples.png"
-        if grid.is_file():
+        grid = samples_of(results, results_dir, dataset, loss, best["trial"])
+        if grid is not None:
             panels.append((dataset, loss, best[f"best_{objective}"], grid))
     if not panels:
         return None
@@ -810,25 +818,23 @@ def _sample_cells(results: pd.DataFrame, trials: pd.DataFrame, results_dir: Path
                 cells.append("<td>–</td>")
                 continue
             trial = scored.iloc[pick]
-            folders = results.loc[(results["dataset"] == dataset) & (results["loss"] == loss)
-                                  & (results["stage"] == "search") & (results["trial"] == trial["trial"]), "folder"]
-            grid = Path(results_dir) / str(folders.dropna().iloc[0]) / "samples.png" if folders.notna().any() else None
+            grid = samples_of(results, results_dir, dataset, loss, trial["trial"])
             caption = f"{what}: trial {int(trial['trial'])}, {metric.display} {trial[f'best_{objective}']:.4g}"
             cells.append(f"<td>{report_html.image(grid.read_bytes(), f'{loss} {caption}')}<br />"
-                         f"{report_html.text(caption)}</td>" if grid is not None and grid.is_file() else
+                         f"{report_html.text(caption)}</td>" if grid is not None else
                          f"<td>{report_html.text(caption)} (no samples.png)</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return ('<table class="samples"><thead><tr><th>loss</th><th>best trial</th><th>median trial</th></tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-def report_page(results: pd.DataFrame, results_dir: Path, objective: str, fields: dict, table: pd.DataFrame,
-                wins: pd.DataFrame, budget: int) -> str:
-    """report.html: one self-contained page of the study (see `write_report`)."""
+def report_page(results: pd.DataFrame, results_dir: Path, objective: str, fields: dict, trials: pd.DataFrame,
+                table: pd.DataFrame, wins: pd.DataFrame, budget: int) -> str:
+    """report.html: one self-contained page of the study (see `write_report`), from its trials' scores
+    (`trial_scores`), summary table and who-beats-whom table."""
     h = report_html
     metric = METRICS.get(objective)
     name = fields.get("name") or Path(results_dir).name
-    trials = trial_scores(results, objective)
     direction = "higher is better" if metric.higher_is_better else "lower is better"
     sections, contents = [], [("outcome", "who beats whom"), ("budget", "vs budget"), ("steps", "vs step"),
                               ("sensitivity", "sensitivity"), ("samples", "samples"), ("statuses", "statuses")]
@@ -945,6 +951,6 @@ def write_report(results_dir: Path, reference: Path | None = None) -> list[Path]
             atomic_write_text(results_dir / "confirm.csv", confirm.to_csv(index=False))
             atomic_write_text(results_dir / "confirm.md", confirm.to_markdown(index=False, floatfmt=".4g") + "\n")
             paths += [results_dir / "confirm.csv", results_dir / "confirm.md"]
-    atomic_write_text(results_dir / "report.html", report_page(results, results_dir, objective, fields, table, wins,
-                                                                budget))
+    atomic_write_text(results_dir / "report.html", report_page(results, results_dir, objective, fields, trials, table,
+                                                                wins, budget))
     return paths + [results_dir / "report.html"]
